@@ -1,0 +1,1 @@
+"""nitrotls.attestation (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""nitrotls.bundle (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""nitrotls.ca (see docs/architecture.md)."""

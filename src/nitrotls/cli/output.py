@@ -1,0 +1,54 @@
+"""Shared printing for the CLI: rich for people, ``--json`` for programs, one line per error."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+
+from nitrotls.errors import NitroTLSError
+
+console = Console()
+err_console = Console(stderr=True)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as JSON on stdout (bytes as hex), one document per call."""
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def fail(error: NitroTLSError) -> None:
+    """Print a typed error as one actionable line on stderr."""
+    err_console.print(f"[bold red]error[/] ({type(error).__name__}): {error}", highlight=False)
+
+
+def run_guarded(command: click.Command) -> int:
+    """Run ``command``; a :class:`NitroTLSError` becomes one line and its exit code."""
+    try:
+        command.main(standalone_mode=False)
+    except NitroTLSError as error:
+        fail(error)
+        return error.exit_code
+    except click.exceptions.Exit as done:
+        return int(done.exit_code or 0)
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return 0

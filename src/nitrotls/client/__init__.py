@@ -1,0 +1,1 @@
+"""nitrotls.client (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""nitrotls.generator (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""nitrotls.kms (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""nitrotls.nsm (see docs/architecture.md)."""

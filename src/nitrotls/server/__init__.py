@@ -1,0 +1,1 @@
+"""nitrotls.server (see docs/architecture.md)."""

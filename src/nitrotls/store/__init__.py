@@ -1,0 +1,1 @@
+"""nitrotls.store (see docs/architecture.md)."""

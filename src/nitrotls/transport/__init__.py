@@ -1,0 +1,1 @@
+"""nitrotls.transport (see docs/architecture.md)."""

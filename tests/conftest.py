@@ -1,0 +1,67 @@
+"""Fixtures every test may use: a private data directory, the shared vectors, system tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nitrotls import home
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI") == "true"
+
+
+def shared_root() -> Path:
+    """``../shared`` beside the checkout (or ``$NITROTLS_SHARED``)."""
+    return Path(os.environ.get("NITROTLS_SHARED", REPO.parent / "shared"))
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skip when missing outside CI, fail when missing under CI."""
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"system tool {name!r} is not installed (make test installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def nitrotls_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Every test gets its own empty data directory; nothing touches the user's real one."""
+    path = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv(home.ENV_VAR, str(path))
+    home.set_home(None)
+    yield path
+    home.set_home(None)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    root = shared_root()
+    if not (root / "nitro-vectors" / "manifest.json").is_file():
+        message = f"shared test vectors not found at {root}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def vectors_dir(shared_dir: Path) -> Path:
+    return shared_dir / "nitro-vectors"
+
+
+@pytest.fixture(scope="session")
+def manifest(vectors_dir: Path) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads((vectors_dir / "manifest.json").read_text())
+    return data
