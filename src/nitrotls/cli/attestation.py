@@ -1,10 +1,16 @@
-"""`nitrotls attestation …` commands."""
+"""`nitrotls attestation …`: inspect, verify, measure, simulate."""
 
 from __future__ import annotations
 
 import click
 
+from nitrotls.cli.attestation_sim import measure, simulate
+
 
 @click.group(name="attestation")
 def group() -> None:
-    """attestation commands (see docs/)."""
+    """Parse, verify and simulate Nitro attestation documents."""
+
+
+group.add_command(measure)
+group.add_command(simulate)
