@@ -31,10 +31,21 @@ from nitrotls.cli.output import run_guarded
     default=None,
     help="Data directory (default: $NITROTLS_HOME, else the platform's user data dir).",
 )
-def cli(home_dir: Path | None) -> None:
+@click.option(
+    "--enclave",
+    "enclave_spec",
+    metavar="device|simulated:IMAGE[:debug]",
+    default=None,
+    help="Enclave identity for roles that attest (default: $NITROTLS_ENCLAVE, else /dev/nsm "
+    "when present; never a silent fallback to simulation).",
+)
+def cli(home_dir: Path | None, enclave_spec: str | None) -> None:
     """CA-signed TLS for AWS Nitro Enclaves: keys born and kept inside attested enclaves."""
     if home_dir is not None:
         home.set_home(home_dir)
+    from nitrotls.nsm import set_enclave
+
+    set_enclave(enclave_spec)  # validated now; roles call nitrotls.nsm.enclave_from_spec(None)
 
 
 cli.add_command(attestation.group)

@@ -1,0 +1,107 @@
+"""Which CA signs: the local dev CA, or ACME with the sealed account from the store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Protocol
+
+from nitrotls.ca import (
+    AcmeCA,
+    DnsHook,
+    ExternalAccountBinding,
+    LocalCA,
+    command_dns_hook,
+)
+from nitrotls.config import CASection
+from nitrotls.generator.account import AccountVault
+from nitrotls.generator.errors import GeneratorConfigError
+from nitrotls.generator.ports import KeyService
+from nitrotls.generator.steps import StepLog
+from nitrotls.nsm import AttestationSource
+from nitrotls.store import BundleStore
+
+EAB_HMAC_ENV = "NITROTLS_EAB_HMAC"
+
+
+class Authority(Protocol):
+    """A CA the generator can use and close: ``issue(csr) -> DER chain, leaf first``."""
+
+    def issue(self, csr: bytes) -> tuple[bytes, ...]: ...
+
+
+AuthorityFactory = Callable[[], Authority]
+
+
+def authority_factory(
+    section: CASection,
+    *,
+    store: BundleStore,
+    kms: KeyService,
+    source: AttestationSource,
+    kms_key_id: str,
+    log: StepLog,
+    dns_hook: DnsHook | None = None,
+) -> AuthorityFactory:
+    """A factory, so the (KMS-dependent) account unsealing happens inside the retried issuance."""
+
+    def make() -> Authority:
+        if section.is_local:
+            ca = LocalCA(validity=timedelta(days=section.local_validity_days))
+            log.step("ca", "using the local dev CA (root under the data directory)")
+            return ca
+        return _acme(section, store, kms, source, kms_key_id, log, dns_hook)
+
+    return make
+
+
+def _acme(
+    section: CASection,
+    store: BundleStore,
+    kms: KeyService,
+    source: AttestationSource,
+    kms_key_id: str,
+    log: StepLog,
+    dns_hook: DnsHook | None,
+) -> AcmeCA:
+    url = section.directory_url
+    vault = AccountVault(store, kms, source, kms_key_id, log)
+    account = vault.load(url)
+    hook = dns_hook
+    if section.challenge == "dns-01" and hook is None:
+        if not section.dns_hook:
+            raise GeneratorConfigError(
+                "dns-01 needs --dns-hook CMD (called CMD add|remove NAME VALUE)"
+            )
+        hook = command_dns_hook(section.dns_hook)
+    acme = AcmeCA(
+        url,
+        account.key,
+        ca_bundle=section.ca_bundle,
+        contact=section.contact,
+        eab=_eab(section),
+        challenge=section.challenge,
+        http01_publisher=store if section.challenge == "http-01" else None,
+        dns_hook=hook,
+        account_uri=account.uri,
+        timeout=section.timeout,
+        dns_propagation_delay=section.dns_propagation_delay,
+    )
+    try:
+        registered = acme.account()
+        vault.remember_uri(account, registered.uri)
+    except BaseException:
+        acme.close()
+        raise
+    log.step("ca", f"ACME account {registered.uri} at {url} ({section.challenge})")
+    return acme
+
+
+def _eab(section: CASection) -> ExternalAccountBinding | None:
+    hmac = section.eab_hmac or os.environ.get(EAB_HMAC_ENV) or None
+    if section.eab_kid is None:
+        return None
+    if hmac is None:
+        raise GeneratorConfigError(f"--eab-kid needs --eab-hmac (or ${EAB_HMAC_ENV})")
+    return ExternalAccountBinding(section.eab_kid, hmac)

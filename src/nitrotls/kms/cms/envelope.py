@@ -1,0 +1,164 @@
+"""Open (and, for the local KMS, build) envelopes: RSA-OAEP-unwrapped AES-256-CBC content."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from nitrotls.kms.cms import ber, oids
+from nitrotls.kms.cms.parse import BLOCK, parse_enveloped
+from nitrotls.kms.errors import CMSFormatError
+from nitrotls.secrets import wipe
+
+CEK_BYTES = 32
+DEFAULT_CHUNK = 1024
+
+
+def _oaep() -> padding.OAEP:
+    return padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def open_enveloped(ber_bytes: bytes, private_key: RSAPrivateKey) -> bytearray:
+    """Parse, unwrap the content key with ``private_key`` and decrypt; the caller wipes the result.
+
+    The content key only ever lives in a bytearray that is zeroed before returning (cryptography
+    hands the RSA result back as ``bytes``; that short-lived copy is dropped at once).
+    """
+    parts = parse_enveloped(ber_bytes)
+    try:
+        unwrapped = private_key.decrypt(parts.encrypted_key, _oaep())
+    except ValueError:
+        raise CMSFormatError(
+            "the content key does not unwrap with this private key (RSA-OAEP failed): the "
+            "envelope is for another recipient or was altered"
+        ) from None
+    cek = bytearray(unwrapped)
+    del unwrapped
+    try:
+        if len(cek) != CEK_BYTES:
+            raise CMSFormatError(f"expected a {CEK_BYTES}-byte AES key, unwrapped {len(cek)}")
+        return _decrypt_cbc(cek, parts.iv, parts.ciphertext)
+    finally:
+        wipe(cek)
+
+
+def _decrypt_cbc(cek: bytearray, iv: bytes, ciphertext: bytes) -> bytearray:
+    decryptor = Cipher(algorithms.AES(bytes(cek)), modes.CBC(iv)).decryptor()
+    padded = bytearray(len(ciphertext) + BLOCK - 1)
+    try:
+        written = decryptor.update_into(ciphertext, padded)
+        decryptor.finalize()
+        size = _unpadded_length(padded, written)
+        return bytearray(memoryview(padded)[:size])
+    finally:
+        wipe(padded)
+
+
+def _unpadded_length(buffer: bytearray, length: int) -> int:
+    """PKCS#7: check every byte of the last block without branching on secret bytes."""
+    pad = buffer[length - 1]
+    bad = int(pad == 0) | int(pad > BLOCK)
+    for index in range(1, BLOCK + 1):
+        in_pad = ((index - pad - 1) >> 8) & 1
+        bad |= in_pad * (buffer[length - index] ^ pad)
+    if bad:
+        raise CMSFormatError("the decrypted content has invalid PKCS#7 padding")
+    return length - pad
+
+
+def subject_key_identifier(public_key: RSAPublicKey) -> bytes:
+    """SHA-256 of the recipient's DER SubjectPublicKeyInfo (32 bytes, like AWS's vectors)."""
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest()
+
+
+def build_enveloped(
+    plaintext: bytes | bytearray,
+    recipient_public_key: RSAPublicKey,
+    *,
+    chunked: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> bytes:
+    """An envelope for ``recipient_public_key`` in the shape KMS sends (BER, indefinite lengths).
+
+    ``chunked`` puts the ciphertext in a constructed ``[0]`` of OCTET STRING chunks (as in the
+    first sdk-c vector), otherwise in a primitive ``[0]`` (as in the second).
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be positive")
+    cek = bytearray(os.urandom(CEK_BYTES))
+    iv = os.urandom(BLOCK)
+    try:
+        encrypted_key = recipient_public_key.encrypt(bytes(cek), _oaep())
+        ciphertext = _encrypt_cbc(cek, iv, plaintext)
+    finally:
+        wipe(cek)
+    recipient = _recipient_info(subject_key_identifier(recipient_public_key), encrypted_key)
+    content = _encrypted_content_info(iv, ciphertext, chunked, chunk_size)
+    enveloped = ber.indefinite(
+        ber.TAG_SEQUENCE,
+        ber.definite(ber.TAG_INTEGER, b"\x02"),
+        ber.definite(0x20 | ber.TAG_SET, recipient),
+        content,
+    )
+    return ber.indefinite(
+        ber.TAG_SEQUENCE,
+        ber.definite(ber.TAG_OID, oids.ENVELOPED_DATA),
+        ber.indefinite(0xA0, enveloped),
+    )
+
+
+def _encrypt_cbc(cek: bytearray, iv: bytes, plaintext: bytes | bytearray) -> bytes:
+    pad = BLOCK - len(plaintext) % BLOCK
+    padded = bytearray(len(plaintext) + pad)
+    try:
+        padded[: len(plaintext)] = plaintext
+        padded[len(plaintext) :] = bytes([pad]) * pad
+        encryptor = Cipher(algorithms.AES(bytes(cek)), modes.CBC(iv)).encryptor()
+        return encryptor.update(padded) + encryptor.finalize()
+    finally:
+        wipe(padded)
+
+
+def _sha256_algorithm() -> bytes:
+    return _sequence(ber.definite(ber.TAG_OID, oids.SHA256), ber.definite(ber.TAG_NULL, b""))
+
+
+def _sequence(*parts: bytes) -> bytes:
+    return ber.definite(0x20 | ber.TAG_SEQUENCE, b"".join(parts))
+
+
+def _recipient_info(ski: bytes, encrypted_key: bytes) -> bytes:
+    mgf = _sequence(ber.definite(ber.TAG_OID, oids.MGF1), _sha256_algorithm())
+    params = _sequence(ber.definite(0xA0, _sha256_algorithm()), ber.definite(0xA1, mgf))
+    algorithm = _sequence(ber.definite(ber.TAG_OID, oids.RSAES_OAEP), params)
+    return _sequence(
+        ber.definite(ber.TAG_INTEGER, b"\x02"),
+        ber.definite(0x80, ski),
+        algorithm,
+        ber.definite(ber.TAG_OCTET_STRING, encrypted_key),
+    )
+
+
+def _encrypted_content_info(iv: bytes, ciphertext: bytes, chunked: bool, size: int) -> bytes:
+    algorithm = _sequence(
+        ber.definite(ber.TAG_OID, oids.AES256_CBC), ber.definite(ber.TAG_OCTET_STRING, iv)
+    )
+    if chunked:
+        chunks = [
+            ber.definite(ber.TAG_OCTET_STRING, ciphertext[start : start + size])
+            for start in range(0, len(ciphertext), size)
+        ]
+        content = ber.indefinite(0xA0, *chunks)
+    else:
+        content = ber.definite(0x80, ciphertext)
+    return ber.indefinite(
+        ber.TAG_SEQUENCE, ber.definite(ber.TAG_OID, oids.DATA), algorithm, content
+    )

@@ -1,0 +1,326 @@
+"""HTTP for the local KMS: a threaded HTTP/1.1 server in front of :class:`KMSService`.
+
+Bounded everywhere a client could make it wait or grow: request bodies (413 past the limit),
+a deadline for reading each request, a cap on simultaneous connections (503 Throttling beyond
+it), keep-alive connections closed on stop. One thread per connection; the service is
+thread-safe. AWS's wire details: ``POST /``, ``X-Amz-Target``, JSON 1.1 bodies, errors as
+``{"__type", "message"}`` with an ``x-amzn-RequestId`` header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from nitrotls.attestation import Verifier
+from nitrotls.kms.local.audit import AuditLog
+from nitrotls.kms.local.config import ServerConfig
+from nitrotls.kms.local.errors import ConfigError
+from nitrotls.kms.local.recipient import RecipientChecker
+from nitrotls.kms.local.service import Answer, KMSService
+from nitrotls.kms.local.sigv4 import WireRequest
+from nitrotls.kms.local.storage import KeyStore
+
+log = logging.getLogger("nitrotls.kms.local")
+CONTENT_TYPE = "application/x-amz-json-1.1"
+STOP_GRACE_SECONDS = 5.0
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"__type": code, "message": message}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nitrotls-kms"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+    server: _HTTPServer
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        if body is None:
+            return
+        target = urlsplit(self.path)
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+        request = WireRequest("POST", target.path, target.query, headers, body)
+        self._send(self.server.service.handle(request))
+
+    def do_GET(self) -> None:
+        self._refuse_method()
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # noqa: N815
+
+    def _refuse_method(self) -> None:
+        self.close_connection = True
+        message = "The KMS API is POST / with an X-Amz-Target header."
+        self._send(Answer(405, _error_body("UnknownOperationException", message)))
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(Answer(411, _error_body("ValidationException", "Send Content-Length.")))
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            message = "A request needs a valid Content-Length header."
+            self._send(Answer(411, _error_body("ValidationException", message)))
+            return None
+        limit = self.server.max_request_bytes
+        if length > limit:
+            self.close_connection = True
+            message = f"The request body is {length} bytes; this server accepts up to {limit}."
+            self._send(Answer(413, _error_body("RequestEntityTooLargeException", message)))
+            return None
+        return self._read_exactly(length)
+
+    def _read_exactly(self, length: int) -> bytes | None:
+        deadline = time.monotonic() + self.server.request_timeout
+        chunks: list[bytes] = []
+        remaining = length
+        while remaining:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close_connection = True
+                return None
+            self.connection.settimeout(left)
+            chunk = self.rfile.read1(min(remaining, 65536))
+            if not chunk:
+                self.close_connection = True
+                return None
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        self.connection.settimeout(self.server.request_timeout)
+        return b"".join(chunks)
+
+    def _send(self, answer: Answer) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], service: KMSService, config: ServerConfig):
+        self.service = service
+        self.request_timeout = config.request_timeout
+        self.max_request_bytes = config.max_request_bytes
+        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._active: set[socket.socket] = set()
+        self._active_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._turn_away(request)
+            return
+        with self._active_lock:
+            self._active.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._active_lock:
+            if request in self._active:
+                self._active.discard(request)
+                self._slots.release()
+
+    def _turn_away(self, request: socket.socket) -> None:
+        body = _error_body("ThrottlingException", "Too many connections; retry shortly.")
+        head = (
+            f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: {CONTENT_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def close_connections(self, grace: float) -> None:
+        """Wake idle keep-alive readers, then wait up to ``grace`` seconds for handlers."""
+        with self._active_lock:
+            for sock in self._active:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RD)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._active_lock:
+                if not self._active:
+                    return
+            time.sleep(0.02)
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class LocalKMSServer:
+    """The local KMS: store, audit log and HTTP server; ``start()`` serves in a thread."""
+
+    def __init__(self, config: ServerConfig, *, verifier: Verifier | None = None) -> None:
+        self.config = config
+        if verifier is None:
+            from nitrotls.nsm import trusted_verifier
+
+            verifier = trusted_verifier(config.trust_dev_root)
+        self.data_dir = config.resolved_data_dir()
+        self.audit_path = config.resolved_audit_log()
+        self._store = KeyStore(self.data_dir, config.region)
+        try:
+            self._audit = AuditLog(self.audit_path, fsync=config.audit_fsync)
+        except BaseException:
+            self._store.close()
+            raise
+        checker = RecipientChecker(verifier, config.recipient_max_age)
+        self.service = KMSService(self._store, self._audit, checker, config.credential_map())
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        cls = _HTTPServer6 if ":" in self.config.host else _HTTPServer
+        try:
+            self._httpd = cls((self.config.host, self.config.port), self.service, self.config)
+        except OSError as error:
+            self._close_state()
+            raise ConfigError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}"
+            ) from None
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="nitrotls-kms", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self._httpd is None:
+            raise RuntimeError("the server is not started")
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self.address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (briefly), close state. Idempotent."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+            httpd.close_connections(STOP_GRACE_SECONDS)
+        if self._thread is not None:
+            self._thread.join(STOP_GRACE_SECONDS)
+            self._thread = None
+        self._close_state()
+
+    def _close_state(self) -> None:
+        self._audit.close()
+        self._store.close()
+
+    def __enter__(self) -> LocalKMSServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextmanager
+def running_server(
+    home: Path | None = None,
+    *,
+    trust_dev_root: bool = True,
+    config: ServerConfig | None = None,
+) -> Iterator[str]:
+    """A local KMS on 127.0.0.1 with an ephemeral port, for tests and demos; yields its URL.
+
+    State lives under ``home/kms`` when ``home`` is given, else under the nitrotls data
+    directory (``$NITROTLS_HOME``), so a second ``running_server`` on the same home sees the
+    same keys (a restart). Callers sign with :data:`DEV_CREDENTIAL` unless ``config`` says
+    otherwise.
+    """
+    chosen = config or ServerConfig()
+    chosen = replace(chosen, host="127.0.0.1", port=0, trust_dev_root=trust_dev_root)
+    if home is not None:
+        chosen = replace(chosen, data_dir=home / "kms")
+    with LocalKMSServer(chosen) as server:
+        yield server.endpoint_url
+
+
+def serve(
+    config: ServerConfig,
+    *,
+    announce: Callable[[LocalKMSServer], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly. ``announce`` runs once listening."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with LocalKMSServer(config) as server:
+            if announce is not None:
+                announce(server)
+            while not stop.wait(0.5):
+                pass
+            log.info("stopping the local KMS")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,244 @@
+"""An ``ssl.SSLContext`` built from memory, under one fixed TLS policy.
+
+Python's ``ssl`` module loads keys only from files. The key therefore goes through an anonymous
+``memfd`` (memory-backed, never on a file system, closed at once) in a PEM form that we build in a
+``bytearray`` and wipe ourselves; see docs/server.md for what OpenSSL keeps afterwards.
+
+Policy (Mozilla "intermediate", ECDHE only): TLS 1.2 and 1.3; for 1.2 only ECDHE with AES-GCM or
+ChaCha20-Poly1305; key exchange groups X25519, P-256, P-384; no compression, no renegotiation,
+no session tickets and no session cache (every connection is a full handshake, so no secret
+outlives its connection and a swapped-out key leaves no resumable session behind); the client's
+cipher order wins, as Mozilla recommends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nitrotls.secrets import wipe
+from nitrotls.server.errors import TLSContextError
+
+log = logging.getLogger(__name__)
+
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+GROUPS = b"X25519:P-256:P-384"
+ALPN_HTTP1 = ("http/1.1",)
+
+_SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_CTRL_SET_GROUPS_LIST = 92
+_SSL_SESS_CACHE_OFF = 0
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def policy_context(alpn: Sequence[str] = ALPN_HTTP1) -> ssl.SSLContext:
+    """A server context carrying the policy but no certificate yet."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.num_tickets = 0
+    ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    _apply_native_policy(ctx)
+    return ctx
+
+
+def context_from_memory(
+    chain: Sequence[bytes], key_pkcs8: bytearray, *, alpn: Sequence[str] = ALPN_HTTP1
+) -> ssl.SSLContext:
+    """Load ``chain`` (DER, leaf first) and ``key_pkcs8`` (DER) into a new policy context.
+
+    The caller keeps ownership of ``key_pkcs8`` and wipes it; every copy made here is wiped here.
+    OpenSSL refuses a key that does not match the leaf, which surfaces as :class:`TLSContextError`.
+    """
+    if not chain:
+        raise TLSContextError("cannot build a TLS context: the certificate chain is empty")
+    ctx = policy_context(alpn)
+    pem = bytearray()
+    try:
+        for der in chain:
+            pem += ssl.DER_cert_to_PEM_cert(bytes(der)).encode("ascii")
+        _append_key_pem(pem, key_pkcs8)
+        _load_via_memfd(ctx, pem)
+    finally:
+        wipe(pem)
+    return ctx
+
+
+def _append_key_pem(pem: bytearray, der: bytearray) -> None:
+    """Append the PEM form of a PKCS#8 key to ``pem`` without an immutable copy of the key."""
+    body = _b64_bytearray(der)
+    try:
+        pem += b"-----BEGIN PRIVATE KEY-----\n"
+        for start in range(0, len(body), 64):
+            pem += memoryview(body)[start : start + 64]
+            pem += b"\n"
+        pem += b"-----END PRIVATE KEY-----\n"
+    finally:
+        wipe(body)
+
+
+def _b64_bytearray(data: bytearray) -> bytearray:
+    """Standard base64 into a fresh bytearray (``base64`` would return immutable ``bytes``)."""
+    out = bytearray(((len(data) + 2) // 3) * 4)
+    view = memoryview(data)
+    j = 0
+    for i in range(0, len(data) - len(data) % 3, 3):
+        n = (view[i] << 16) | (view[i + 1] << 8) | view[i + 2]
+        out[j] = _B64[n >> 18]
+        out[j + 1] = _B64[(n >> 12) & 63]
+        out[j + 2] = _B64[(n >> 6) & 63]
+        out[j + 3] = _B64[n & 63]
+        j += 4
+    rest = len(data) % 3
+    if rest:
+        n = view[len(data) - rest] << 16
+        if rest == 2:
+            n |= view[len(data) - 1] << 8
+        out[j] = _B64[n >> 18]
+        out[j + 1] = _B64[(n >> 12) & 63]
+        out[j + 2] = _B64[(n >> 6) & 63] if rest == 2 else 61
+        out[j + 3] = 61
+    return out
+
+
+def _load_via_memfd(ctx: ssl.SSLContext, pem: bytearray) -> None:
+    """Hand ``pem`` to OpenSSL through an anonymous in-memory file, then zero and close it."""
+    if not hasattr(os, "memfd_create"):
+        raise TLSContextError(
+            "this platform has no memfd_create; nitrotls never writes a private key to a file "
+            "system, so it cannot load one here (Linux is required)"
+        )
+    fd = os.memfd_create("nitrotls-tls", os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, pem)
+        path = Path(f"/proc/self/fd/{fd}")
+        try:
+            ctx.load_cert_chain(path, path)
+        except ssl.SSLError as error:
+            raise TLSContextError(
+                f"OpenSSL refused the certificate chain or key ({error.reason or error}); "
+                "the key must be PKCS#8 DER matching the leaf certificate"
+            ) from None
+        except OSError as error:
+            raise TLSContextError(f"cannot read the in-memory key file: {error}") from None
+    finally:
+        _zero_and_close(fd, len(pem))
+
+
+def _write_all(fd: int, data: bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _zero_and_close(fd: int, length: int) -> None:
+    try:
+        os.pwrite(fd, bytes(length), 0)
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+# -- what Python's ssl module does not expose: the group list and the session cache mode --------
+
+
+def _apply_native_policy(ctx: ssl.SSLContext) -> None:
+    """Restrict key exchange groups and turn off the session cache through libssl itself."""
+    native = _native()
+    pointer = native.ctx_pointer(ctx) if native else None
+    if native is None or pointer is None:
+        log.warning(
+            "cannot reach libssl directly; restricting key exchange to P-256 only and leaving "
+            "TLS 1.2 session-ID resumption on"
+        )
+        ctx.set_ecdh_curve("prime256v1")
+        return
+    if native.ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, GROUPS) != 1:
+        raise TLSContextError(f"OpenSSL refused the key exchange groups {GROUPS.decode()}")
+    native.ctrl(pointer, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+
+
+class _Native:
+    """ctypes access to the libssl that Python's ``_ssl`` module is linked against."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._ctrl = lib.SSL_CTX_ctrl
+        self._ctrl.restype = ctypes.c_long
+        self._ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+        self._options = lib.SSL_CTX_get_options
+        self._options.restype = ctypes.c_uint64
+        self._options.argtypes = [ctypes.c_void_p]
+
+    def ctrl(self, pointer: int, cmd: int, larg: int, parg: bytes | None) -> int:
+        return int(self._ctrl(pointer, cmd, larg, parg))
+
+    def ctx_pointer(self, ctx: ssl.SSLContext) -> int | None:
+        """The ``SSL_CTX*`` inside ``ctx`` (CPython keeps it first after the object header).
+
+        The guess is confirmed by reading the options through libssl and comparing them with
+        what Python reports, twice with different values, before anything is written.
+        """
+        if sys.implementation.name != "cpython" or hasattr(sys, "getobjects"):
+            return None
+        pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+        if not pointer:
+            return None
+        first = int(ctx.options)
+        if int(self._options(pointer)) != first:
+            return None
+        ctx.options = ssl.Options(first ^ ssl.OP_ENABLE_MIDDLEBOX_COMPAT)
+        matches = int(self._options(pointer)) == int(ctx.options) != first
+        ctx.options = ssl.Options(first)
+        return pointer if matches else None
+
+
+_native_cache: list[_Native | None] = []
+
+
+def _native() -> _Native | None:
+    if not _native_cache:
+        _native_cache.append(_load_native())
+    return _native_cache[0]
+
+
+def _load_native() -> _Native | None:
+    path = _loaded_libssl_path()
+    if path is None:
+        return None
+    try:
+        return _Native(ctypes.CDLL(path))
+    except (OSError, AttributeError):
+        return None
+
+
+def _loaded_libssl_path() -> str | None:
+    """The libssl mapped into this process by ``_ssl`` (never a different copy from disk)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    for line in maps.splitlines():
+        path = line.rpartition(" ")[2]
+        if "/libssl.so" in path:
+            return path
+    return None

@@ -1,0 +1,346 @@
+"""Keep-alive connections to the upstream HTTP server, and the protocol that reads its answers.
+
+An :class:`UpstreamConnection` belongs to one client exchange at a time; between exchanges it
+rests in the :class:`UpstreamPool` (last in, first out, so the warmest socket is reused and
+surplus ones age out). Everything it reads is handed to its :class:`ResponseSink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from nitrotls.server.http1 import (
+    CHUNKED,
+    LENGTH,
+    MAX_HEAD,
+    NONE,
+    ChunkedDecoder,
+    ProtocolError,
+    ResponseHead,
+    parse_response,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ResponseSink(Protocol):
+    """The client side of an exchange, fed by the upstream connection."""
+
+    def on_response_head(self, response: ResponseHead, body: list[bytes], done: bool) -> None: ...
+
+    def on_response_body(self, body: list[bytes], done: bool) -> None: ...
+
+    def on_interim(self, head: bytes) -> None: ...
+
+    def on_upgrade(self, response: ResponseHead, rest: bytes) -> None: ...
+
+    def on_tunnel_data(self, data: bytes) -> None: ...
+
+    def on_upstream_failed(self, received_any: bool) -> None: ...
+
+    def pause_client(self) -> None: ...
+
+    def resume_client(self) -> None: ...
+
+
+_IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to upstream; parses exactly one response per exchange."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.sink: ResponseSink | None = None
+        self.state = _IDLE
+        self.method = b"GET"
+        self.reused = False
+        self.idle_since = 0.0
+        self._buffer = b""
+        self._received = False
+        self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._framing = NONE
+        self._until_close = False
+        self._reusable = True
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        state, self.state = self.state, _CLOSED
+        self.pool.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        if state == _BODY and self._until_close:
+            sink.on_response_body([], True)
+        elif state == _TUNNEL:
+            sink.on_upstream_failed(True)
+        elif state in (_HEAD, _BODY):
+            sink.on_upstream_failed(self._received)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.pause_client()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.resume_client()
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        state = self.state
+        if state == _BODY:
+            self._body(data)
+        elif state == _HEAD:
+            self._head(data)
+        elif state == _TUNNEL:
+            if self.sink is not None:
+                self.sink.on_tunnel_data(data)
+        else:
+            # Bytes from an idle connection: upstream is confused; never reuse it.
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # -- exchanges -------------------------------------------------------------------------
+    def begin(self, sink: ResponseSink, method: bytes, data: bytes) -> None:
+        """Start an exchange: send ``data`` (the request head, maybe some body)."""
+        self.sink = sink
+        self.method = method
+        self.state = _HEAD
+        self._received = False
+        self._reusable = True
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.state != _CLOSED:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.sink = None
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.sink = None
+        self.state = _CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def start_tunnel(self) -> None:
+        self.state = _TUNNEL
+        self._reusable = False
+
+    def _head(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > MAX_HEAD:
+                self._fail()
+            else:
+                self._buffer = buffer
+            return
+        self._buffer = b""
+        try:
+            response = parse_response(buffer[:end], self.method)
+        except ProtocolError as error:
+            log.warning("upstream answered with a bad response head: %s", error)
+            self._fail()
+            return
+        rest = buffer[end + 4 :]
+        sink = self.sink
+        if sink is None:
+            self.close()
+            return
+        if response.status == 101:
+            self.start_tunnel()
+            sink.on_upgrade(response, rest)
+            return
+        if response.status < 200:
+            sink.on_interim(buffer[: end + 4])
+            if rest:
+                self._head(rest)
+            return
+        self._reusable = response.keep_alive
+        self._framing = response.framing
+        self._until_close = False
+        if response.framing == NONE:
+            self._finish_exchange(rest)
+            sink.on_response_head(response, [], True)
+            self._maybe_release()
+            return
+        self.state = _BODY
+        body: list[bytes] = []
+        done = False
+        if response.framing == LENGTH:
+            self._remaining = response.length
+            if rest:
+                done = self._take_length(rest, body)
+        elif response.framing == CHUNKED:
+            self._decoder = ChunkedDecoder()
+            if rest:
+                done = self._take_chunked(rest, body)
+                if self.state == _CLOSED:
+                    return
+        else:
+            self._until_close = True
+            if rest:
+                body.append(rest)
+        sink.on_response_head(response, body, done)
+        if done:
+            self._maybe_release()
+
+    def _body(self, data: bytes) -> None:
+        body: list[bytes] = []
+        if self._framing == LENGTH:
+            done = self._take_length(data, body)
+        elif self._framing == CHUNKED:
+            done = self._take_chunked(data, body)
+        else:
+            body.append(data)
+            done = False
+        sink = self.sink
+        if sink is not None:
+            sink.on_response_body(body, done)
+        if done:
+            self._maybe_release()
+
+    def _take_length(self, data: bytes, out: list[bytes]) -> bool:
+        remaining = self._remaining
+        if len(data) >= remaining:
+            out.append(data[:remaining] if len(data) > remaining else data)
+            self._remaining = 0
+            self._finish_exchange(data[remaining:])
+            return True
+        out.append(data)
+        self._remaining = remaining - len(data)
+        return False
+
+    def _take_chunked(self, data: bytes, out: list[bytes]) -> bool:
+        decoder = self._decoder
+        assert decoder is not None
+        try:
+            rest = decoder.feed(data, out)
+        except ProtocolError as error:
+            log.warning("upstream sent a bad chunked body: %s", error)
+            self._reusable = False
+            self.abort_exchange()
+            return False
+        if decoder.done:
+            self._decoder = None
+            self._finish_exchange(rest)
+            return True
+        return False
+
+    def _finish_exchange(self, rest: bytes) -> None:
+        self.state = _IDLE
+        if rest:
+            self._reusable = False  # bytes beyond the response: never trust this socket again
+
+    def _maybe_release(self) -> None:
+        if self.state != _IDLE:
+            return
+        self.sink = None
+        if self._reusable:
+            self.pool.give_back(self)
+        else:
+            self.close()
+
+    def abort_exchange(self) -> None:
+        """Upstream broke the protocol mid-body: cut both sides."""
+        sink, self.sink = self.sink, None
+        self.abort()
+        if sink is not None:
+            sink.on_upstream_failed(True)
+
+    def _fail(self) -> None:
+        sink, self.sink = self.sink, None
+        received = self._received
+        self.abort()
+        if sink is not None:
+            sink.on_upstream_failed(received)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one upstream ``host:port`` (or Unix socket)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int = 256,
+        idle_timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self._idle: list[UpstreamConnection] = []
+        self._all: set[UpstreamConnection] = set()
+
+    def take(self) -> UpstreamConnection | None:
+        """A rested connection, or ``None`` (then :meth:`connect`)."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.state == _IDLE and conn.transport is not None and not conn.transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection; raises ``OSError`` or ``TimeoutError`` when upstream is down."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: UpstreamConnection(self), self.host, self.port
+            )
+        conn.reused = False
+        self._all.add(conn)
+        return conn
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        if len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self._all.discard(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close connections that rested longer than ``idle_timeout``."""
+        limit = now - self.idle_timeout
+        if self._idle and self._idle[0].idle_since < limit:
+            keep = [c for c in self._idle if c.idle_since >= limit]
+            for conn in self._idle:
+                if conn.idle_since < limit:
+                    conn.close()
+            self._idle = keep
+
+    def close_all(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
