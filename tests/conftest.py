@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nitrotls import home
+from nitrotls.transport import vsock
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
@@ -43,6 +44,21 @@ def nitrotls_home(
     home.set_home(None)
     yield path
     home.set_home(None)
+
+
+@pytest.fixture(autouse=True)
+def unix_vsock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """vsock:// maps to Unix sockets in every test; a real AF_VSOCK socket is a test failure
+    (this machine's vsock device belongs to its host)."""
+
+    def refuse() -> Any:
+        raise AssertionError("a test tried to open an AF_VSOCK socket")
+
+    monkeypatch.setenv(vsock.ENV_VAR, "unix")
+    monkeypatch.setattr(vsock, "new_vsock_socket", refuse)
+    vsock.set_vsock_mode(None)
+    yield
+    vsock.set_vsock_mode(None)
 
 
 @pytest.fixture(scope="session")

@@ -182,8 +182,8 @@ class CASection(Section):
             )
         if self.challenge == "dns-01" and self.server != "local" and not self.dns_hook:
             raise ConfigError("[ca] challenge dns-01 needs dns_hook (a command)")
-        if (self.eab_kid is None) != (self.eab_hmac is None):
-            raise ConfigError("[ca] give both eab_kid and eab_hmac, or neither")
+        if self.eab_hmac is not None and self.eab_kid is None:
+            raise ConfigError("[ca] eab_hmac needs eab_kid (the key id the CA gave with it)")
         if self.local_validity_days < 1 or self.timeout <= 0:
             raise ConfigError("[ca] local_validity_days and timeout must be positive")
 

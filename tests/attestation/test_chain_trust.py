@@ -148,10 +148,10 @@ def _verify(chain: list[Authority], at: dt.datetime = NOW) -> None:
 @pytest.mark.parametrize(
     ("position", "changes", "message"),
     [
-        (2, {"ca": False}, "expected a CA"),
-        (2, {"basic_constraints": False}, "expected a CA"),
-        (0, {"ca": False}, "expected a CA"),
-        (3, {"usage": LEAF_USAGE}, "keyCertSign"),
+        (2, {"ca": False}, "expected a CA with basicConstraints cA"),
+        (2, {"basic_constraints": False}, "expected a CA with basicConstraints cA"),
+        (0, {"ca": False}, "expected a CA with basicConstraints cA"),
+        (3, {"usage": LEAF_USAGE}, "expected a CA with keyUsage keyCertSign"),
         (3, {"usage": None}, "keyCertSign"),
         (2, {"path_length": 0}, "pathLenConstraint 0"),
         (1, {"path_length": 1}, "pathLenConstraint 1"),

@@ -64,7 +64,7 @@ def _mutate(vectors: list[Vector], index: int, kind: str, parameters: Any) -> by
         return data[: parameters % len(data)]
     if kind == "splice":
         other, cut_here, cut_there = parameters
-        donor = vectors[other].data
+        donor = vectors[other % len(vectors)].data
         return data[: cut_here % len(data)] + donor[cut_there % len(donor) :]
     position, chunk = parameters
     position %= len(data)
@@ -78,7 +78,7 @@ def _mutate(vectors: list[Vector], index: int, kind: str, parameters: Any) -> by
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(case=mutations(8))
+@given(case=mutations(64))  # document indices are taken modulo the manifest's length
 def test_mutated_documents_raise_only_attestation_errors(
     fuzz_vectors: list[Vector], fuzz_verifier: Verifier, case: tuple[int, Any, str, Any]
 ) -> None:

@@ -38,13 +38,13 @@ from nitrotls.attestation import (
 def link_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every certificate signature check the chain verifier performs."""
     calls: list[str] = []
-    real: Callable[..., None] = chain_module._check_issued
+    real: Callable[..., None] = chain_module.check_issued
 
     def counting(child: Any, issuer: Any, where: str) -> None:
         calls.append(where)
         real(child, issuer, where)
 
-    monkeypatch.setattr(chain_module, "_check_issued", counting)
+    monkeypatch.setattr(chain_module, "check_issued", counting)
     return calls
 
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from ca.conftest import make_csr
+from ca.ca_support import make_csr
 from nitrotls.ca import CSRError, csr_names, load_csr
 
 
@@ -61,7 +61,6 @@ def test_csr_without_san_is_refused_even_with_a_common_name() -> None:
         "*.com",
         "a.*.example.com",
         "ex_ample.com",
-        "é.example.com",
         "a" * 64 + ".com",
     ],
 )

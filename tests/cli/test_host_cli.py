@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -106,6 +107,9 @@ class Service:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=10)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
 @pytest.fixture
@@ -117,12 +121,20 @@ def services() -> Iterator[list[Service]]:
 
 
 def _tcp_exchange(port: int, payload: bytes) -> bytes:
+    """Send (from a thread, so neither side can stall the other) and read until EOF."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(payload)
-        conn.shutdown(socket.SHUT_WR)
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # a refused connection may close first
+                conn.sendall(payload)
+                conn.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
         chunks = []
         while chunk := conn.recv(65536):
             chunks.append(chunk)
+        sender.join(timeout=30)
     return b"".join(chunks)
 
 
@@ -136,7 +148,7 @@ def test_inbound_relays_bytes_and_stops_on_sigterm(
     services.append(inbound)
     bound = inbound.wait_for(LISTENING).group(1)
     port = int(bound.rsplit(":", 1)[1])
-    payload = os.urandom(500_000)
+    payload = os.urandom(2_000_000)
     assert _tcp_exchange(port, payload) == payload
     code, log = inbound.stop(signal.SIGTERM)
     assert code == 0, log

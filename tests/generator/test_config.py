@@ -88,7 +88,7 @@ def test_environment_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("[ca]\nserver = 'acme:ftp://x'\n", "http"),
         ("[ca]\nchallenge = 'tls-alpn-01'\n", "challenge"),
         ("[ca]\nserver = 'acme:https://x/d'\nchallenge = 'dns-01'\n", "dns_hook"),
-        ("[ca]\neab_kid = 'k'\n", "eab_kid and eab_hmac"),
+        ("[ca]\neab_hmac = 'k'\n", "needs eab_kid"),
         ("[kms]\nkey_id = 5\n", "text"),
         ("not toml [\n", "not valid TOML"),
     ],

@@ -35,6 +35,7 @@ CONTEXT = {
 
 @dataclass
 class Deployment:
+    kit: Any
     server: LocalKMSServer
     key_arn: str
     generator: SimulatedNSM
@@ -45,26 +46,27 @@ class Deployment:
     def client(self) -> KMSClient:
         return KMSClient(
             self.server.endpoint_url,
-            access_key_id=ENCLAVE.access_key,
-            secret_access_key=ENCLAVE.secret,
+            access_key_id=self.kit.enclave.access_key,
+            secret_access_key=self.kit.enclave.secret,
             max_attempts=1,
         )
 
 
 @pytest.fixture
 def deployment(
-    local_kms: LocalKMSServer, admin_kms: Any, make_image: Callable[[str], Path]
+    kit: Any, local_kms: LocalKMSServer, admin_kms: Any, make_image: Callable[[str], Path]
 ) -> Deployment:
     images = {name: make_image(name) for name in ("generator", "main", "other")}
     policy = build_key_policy(
         [measure_image(images["generator"])],
         [measure_image(images["main"])],
-        [ADMIN.principal],
-        ENCLAVE.principal,
+        [kit.admin.principal],
+        kit.enclave.principal,
     )
     key = admin_kms.create_key(Policy=json.dumps(policy), Description="e2e")["KeyMetadata"]
     admin_kms.create_alias(AliasName="alias/nitrotls-e2e", TargetKeyId=key["KeyId"])
     return Deployment(
+        kit,
         local_kms,
         key["Arn"],
         SimulatedNSM(images["generator"]),
@@ -115,10 +117,12 @@ def test_release_with_nitrotls_client(deployment: Deployment) -> None:
 
 
 def test_release_with_plain_boto3(deployment: Deployment) -> None:
-    kms = boto_kms(deployment.server.endpoint_url, ENCLAVE)
+    kms = deployment.kit.boto(deployment.server.endpoint_url, deployment.kit.enclave)
     private, recipient = recipient_for(deployment.generator)
     made = kms.generate_data_key(
-        KeyId="alias/nitrotls-e2e", KeySpec="AES_256", EncryptionContext=CONTEXT,
+        KeyId="alias/nitrotls-e2e",
+        KeySpec="AES_256",
+        EncryptionContext=CONTEXT,
         Recipient=recipient,
     )
     assert not made.get("Plaintext")
@@ -133,8 +137,12 @@ def test_release_with_plain_boto3(deployment: Deployment) -> None:
     assert open_enveloped(opened["CiphertextForRecipient"], private) == data_key
 
     def decrypt_as(source: SimulatedNSM, **changes: Any) -> Callable[[], Any]:
-        params = {"CiphertextBlob": blob, "EncryptionContext": CONTEXT,
-                  "Recipient": recipient_for(source)[1], **changes}
+        params = {
+            "CiphertextBlob": blob,
+            "EncryptionContext": CONTEXT,
+            "Recipient": recipient_for(source)[1],
+            **changes,
+        }
         return lambda: kms.decrypt(**params)
 
     tampered = bytearray(blob)
@@ -144,29 +152,38 @@ def test_release_with_plain_boto3(deployment: Deployment) -> None:
     assert error_code(lambda: kms.decrypt(CiphertextBlob=blob, EncryptionContext=CONTEXT)) == (
         "AccessDeniedException"
     )
-    assert error_code(
-        lambda: kms.generate_data_key(KeyId=deployment.key_arn, KeySpec="AES_256")
-    ) == "AccessDeniedException"
+    assert (
+        error_code(lambda: kms.generate_data_key(KeyId=deployment.key_arn, KeySpec="AES_256"))
+        == "AccessDeniedException"
+    )
     assert error_code(decrypt_as(deployment.main, EncryptionContext={})) == (
         "InvalidCiphertextException"
     )
     assert error_code(decrypt_as(deployment.main, CiphertextBlob=bytes(tampered))) == (
         "InvalidCiphertextException"
     )
-    wrong_secret = boto_kms(deployment.server.endpoint_url, ENCLAVE, secret="not-the-secret")
+    wrong_secret = deployment.kit.boto(
+        deployment.server.endpoint_url, deployment.kit.enclave, secret="not-the-secret"
+    )
     assert error_code(lambda: wrong_secret.decrypt(CiphertextBlob=blob)) == (
         "InvalidSignatureException"
     )
-    admin = boto_kms(deployment.server.endpoint_url, ADMIN)
-    as_admin = {"CiphertextBlob": blob, "EncryptionContext": CONTEXT,
-                "Recipient": recipient_for(deployment.main)[1]}
+    admin = deployment.kit.boto(deployment.server.endpoint_url, deployment.kit.admin)
+    as_admin = {
+        "CiphertextBlob": blob,
+        "EncryptionContext": CONTEXT,
+        "Recipient": recipient_for(deployment.main)[1],
+    }
     assert error_code(lambda: admin.decrypt(**as_admin)) == "AccessDeniedException"
+
 
 def test_audit_chain_records_and_catches_an_edit(deployment: Deployment) -> None:
     client = deployment.client()
     with client.generate_data_key(deployment.key_arn, CONTEXT, deployment.generator) as key:
-        secret_forms = [bytes(key.plaintext.data).hex(),
-                        base64.b64encode(bytes(key.plaintext.data)).decode()]
+        secret_forms = [
+            bytes(key.plaintext.data).hex(),
+            base64.b64encode(bytes(key.plaintext.data)).decode(),
+        ]
         with client.decrypt(key.ciphertext_blob, CONTEXT, deployment.main):
             pass
         with pytest.raises(KMSAccessDeniedError):
@@ -182,7 +199,7 @@ def test_audit_chain_records_and_catches_an_edit(deployment: Deployment) -> None
     main_pcr0 = deployment.main.image_pcrs[0].hex()
     assert decrypts[0]["pcrs"]["0"] == main_pcr0
     assert decrypts[0]["context"] == CONTEXT
-    assert decrypts[0]["caller"] == ENCLAVE.principal
+    assert decrypts[0]["caller"] == deployment.kit.enclave.principal
     assert decrypts[0]["key"] == deployment.key_arn
     assert "MainEnclaveDecrypt" in decrypts[0]["reason"]
     assert decrypts[1]["pcrs"]["0"] == deployment.other.image_pcrs[0].hex()
@@ -210,10 +227,10 @@ def test_audit_chain_records_and_catches_an_edit(deployment: Deployment) -> None
 
 
 def test_untrusted_dev_root_is_refused(
-    kms_data_dir: Path, make_image: Callable[[str], Path]
+    kit: Any, kms_data_dir: Path, make_image: Callable[[str], Path]
 ) -> None:
-    with LocalKMSServer(local_config(kms_data_dir, trust_dev_root=False)) as server:
-        kms = boto_kms(server.endpoint_url, ADMIN)
+    with LocalKMSServer(kit.config(kms_data_dir, trust_dev_root=False)) as server:
+        kms = kit.boto(server.endpoint_url, kit.admin)
         key = kms.create_key()["KeyMetadata"]["KeyId"]
         _, recipient = recipient_for(SimulatedNSM(make_image("main")))
         code = error_code(lambda: kms.generate_random(NumberOfBytes=16, Recipient=recipient))

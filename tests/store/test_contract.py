@@ -11,6 +11,7 @@ from nitrotls.store import (
     BundleExistsError,
     BundleNotFoundError,
     BundleStore,
+    InvalidLeaseError,
     InvalidStoreNameError,
     Latest,
     LeaseHeldError,
@@ -211,10 +212,13 @@ def test_leases_are_per_name(store: BundleStore) -> None:
 
 
 def test_lease_arguments_are_checked(store: BundleStore) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidLeaseError):
         store.acquire_lease("web", "gen", 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidLeaseError):
         store.acquire_lease("web", "gen", -5)
+    lease = store.acquire_lease("web", "gen", 5)
+    with pytest.raises(InvalidLeaseError):
+        store.renew_lease(lease, 10**9)
     with pytest.raises(InvalidStoreNameError):
         store.acquire_lease("web", "has space", 5)
     with pytest.raises(InvalidStoreNameError):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from nitrotls.transport import relay
-from nitrotls.transport.relay import IdleTimer
+from nitrotls.transport.relay import IdleTimer, relay
 from transport.support import run
 
 

@@ -13,6 +13,7 @@ from nitrotls.transport import (
     AddressError,
     ListenError,
     TransportConnectError,
+    bind_socket,
     connect,
     listen,
 )
@@ -147,3 +148,21 @@ def test_connect_refused_on_tcp_is_typed() -> None:
     holder.close()  # bound once, now nobody listens on it
     with pytest.raises(TransportConnectError, match=f"127.0.0.1:{port}"):
         run(connect(Address.tcp("127.0.0.1", port)))
+
+
+def test_bind_socket_hands_servers_a_listening_socket(tmp_path: Path, nitrotls_home: Path) -> None:
+    async def serve_on(sock: socket.socket, dial: Address) -> bytes:
+        server = await asyncio.start_server(echo, sock=sock)
+        try:
+            return await exchange(await connect(dial), b"via bind_socket")
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    tcp = bind_socket(Address.tcp("127.0.0.1", 0))
+    port = tcp.getsockname()[1]
+    assert run(serve_on(tcp, Address.tcp("127.0.0.1", port))) == b"via bind_socket"
+    mapped = Address.vsock(16, 443)
+    unix = bind_socket(mapped)
+    assert (nitrotls_home / "run" / "vsock-16-443.sock").is_socket()
+    assert run(serve_on(unix, mapped)) == b"via bind_socket"

@@ -1,4 +1,4 @@
-"""The attestation document record and its strict parser.
+"""The strict COSE_Sign1 parser for attestation documents.
 
 A Nitro attestation document is a COSE_Sign1 structure (RFC 9052), tagged (18) or not, whose
 payload is a CBOR map. Parsing checks syntax only, as AWS's attestation process states it; the
@@ -11,72 +11,42 @@ from __future__ import annotations
 import binascii
 import io
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import cbor2
 
-from nitrotls.attestation.errors import (
-    DocumentEncodingError,
-    NotAnEnclaveDocumentError,
-    UnsupportedAlgorithmError,
+from nitrotls.attestation.errors import DocumentEncodingError, UnsupportedAlgorithmError
+from nitrotls.attestation.fields import payload_document
+from nitrotls.attestation.record import (  # re-exported: callers import them from here
+    COSE_ES384,
+    MAX_CERTIFICATE_BYTES,
+    MAX_DOCUMENT_BYTES,
+    MAX_OPTIONAL_FIELD_BYTES,
+    MAX_PCRS,
+    PCR_LENGTHS,
+    SIGNATURE_BYTES,
+    AttestationDocument,
+    ParsedDocument,
 )
 
-# The NSM answers into a 12288-byte buffer; anything much larger is not a document.
-MAX_DOCUMENT_BYTES = 16384
-MAX_OPTIONAL_FIELD_BYTES = 1024
-MAX_CERTIFICATE_BYTES = 1024
-PCR_LENGTHS = frozenset((32, 48, 64))
-MAX_PCRS = 32
-COSE_ES384 = -35
-SIGNATURE_BYTES = 96  # r || s, 48 bytes each, for P-384
+__all__ = [
+    "COSE_ES384",
+    "MAX_CERTIFICATE_BYTES",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_OPTIONAL_FIELD_BYTES",
+    "MAX_PCRS",
+    "PCR_LENGTHS",
+    "SIGNATURE_BYTES",
+    "AttestationDocument",
+    "ParsedDocument",
+    "parse_document",
+    "unwrap_document",
+]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TIMESTAMP_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: datetime's limit
 _ALGORITHM_NAMES = {-7: "ES256", -35: "ES384", -36: "ES512", -8: "EdDSA", -37: "PS256"}
-_REQUIRED = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
-_OPTIONAL = ("public_key", "user_data", "nonce")
-_KNOWN_KEYS = frozenset(_REQUIRED + _OPTIONAL)
 _COSE_SIGN1_TAG = 18
+_ES384_HEADER = b"\xa1\x01\x38\x22"  # {1: -35}
 _HEX = re.compile(rb"[0-9a-fA-F\s]+")
-
-
-@dataclass(frozen=True, slots=True)
-class AttestationDocument:
-    """Every field of a document's payload. Optional fields are ``None`` when absent or null."""
-
-    module_id: str
-    digest: str
-    timestamp_ms: int
-    pcrs: Mapping[int, bytes]
-    certificate: bytes
-    cabundle: tuple[bytes, ...]
-    public_key: bytes | None
-    user_data: bytes | None
-    nonce: bytes | None
-
-    @property
-    def is_debug(self) -> bool:
-        """Debug-mode enclaves report PCR0, PCR1 and PCR2 as all zero."""
-        return all(_is_zero(self.pcrs.get(index)) for index in (0, 1, 2))
-
-    @property
-    def timestamp(self) -> datetime:
-        """The NSM's clock when it signed, as an aware UTC datetime."""
-        return _EPOCH + timedelta(milliseconds=self.timestamp_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedDocument:
-    """A syntactically valid document with the exact bytes its signature covers."""
-
-    document: AttestationDocument
-    protected: bytes
-    payload: bytes
-    signature: bytes
 
 
 def parse_document(data: bytes) -> ParsedDocument:
@@ -96,7 +66,7 @@ def parse_document(data: bytes) -> ParsedDocument:
         raise DocumentEncodingError(
             f"expected a {SIGNATURE_BYTES}-byte ES384 signature, found {len(signature)} bytes"
         )
-    document = _payload_document(_decode(payload, "payload", 3))
+    document = payload_document(_decode(payload, "payload", 3))
     return ParsedDocument(document, protected, payload, signature)
 
 
@@ -173,12 +143,14 @@ def _cose_parts(value: Any) -> tuple[bytes, Any, bytes, bytes]:
 
 
 def _check_headers(protected: bytes, unprotected: Any) -> None:
-    if not isinstance(unprotected, Mapping):  # a frozendict when under the COSE tag
+    if not isinstance(unprotected, dict | cbor2.frozendict):  # frozendict: under the COSE tag
         raise DocumentEncodingError(
             f"COSE_Sign1 unprotected header: expected a map, found {type(unprotected).__name__}"
         )
     if 1 in unprotected:
         raise DocumentEncodingError("COSE_Sign1: the algorithm must be in the protected header")
+    if protected == _ES384_HEADER:
+        return  # the header every NSM sends: skip decoding it
     header = _decode(protected, "protected header", 2) if protected else {}
     if not isinstance(header, dict):
         raise DocumentEncodingError(
@@ -194,104 +166,3 @@ def _check_headers(protected: bytes, unprotected: Any) -> None:
         raise UnsupportedAlgorithmError(
             f"protected header: expected alg ES384 ({COSE_ES384}), found {name}"
         )
-
-
-def _payload_document(payload: Any) -> AttestationDocument:
-    if not isinstance(payload, dict):
-        raise DocumentEncodingError(f"payload: expected a map, found {type(payload).__name__}")
-    if "nitrotpm_pcrs" in payload:
-        raise NotAnEnclaveDocumentError(
-            "expected a Nitro Enclaves document, found a NitroTPM document (nitrotpm_pcrs)"
-        )
-    unknown = [key for key in payload if key not in _KNOWN_KEYS]
-    if unknown:
-        raise DocumentEncodingError(f"payload: unexpected key {repr(unknown[0])[:60]}")
-    missing = [key for key in _REQUIRED if key not in payload]
-    if missing:
-        raise DocumentEncodingError(f"payload: missing required field {missing[0]!r}")
-    return AttestationDocument(
-        module_id=_module_id(payload["module_id"]),
-        digest=_digest(payload["digest"]),
-        timestamp_ms=_timestamp(payload["timestamp"]),
-        pcrs=_pcrs(payload["pcrs"]),
-        certificate=_certificate("certificate", payload["certificate"]),
-        cabundle=_cabundle(payload["cabundle"]),
-        public_key=_optional("public_key", payload.get("public_key"), minimum=1),
-        user_data=_optional("user_data", payload.get("user_data"), minimum=0),
-        nonce=_optional("nonce", payload.get("nonce"), minimum=0),
-    )
-
-
-def _module_id(value: Any) -> str:
-    if type(value) is not str or not value:
-        raise DocumentEncodingError(f"module_id: expected non-empty text, found {_kind(value)}")
-    return value
-
-
-def _digest(value: Any) -> str:
-    if type(value) is not str:
-        raise DocumentEncodingError(f"digest: expected text, found {_kind(value)}")
-    if value != "SHA384":
-        raise UnsupportedAlgorithmError(f"digest: expected SHA384, found {value[:40]!r}")
-    return value
-
-
-def _timestamp(value: Any) -> int:
-    if type(value) is not int or not 0 < value <= _MAX_TIMESTAMP_MS:
-        raise DocumentEncodingError(
-            f"timestamp: expected milliseconds since the epoch, found {_kind(value)}"
-        )
-    return value
-
-
-def _pcrs(value: Any) -> Mapping[int, bytes]:
-    if not isinstance(value, dict) or not 1 <= len(value) <= MAX_PCRS:
-        size = len(value) if isinstance(value, dict) else _kind(value)
-        raise DocumentEncodingError(f"pcrs: expected a map of 1 to {MAX_PCRS} PCRs, found {size}")
-    for index, pcr in value.items():
-        if type(index) is not int or not 0 <= index < MAX_PCRS:
-            raise DocumentEncodingError(f"pcrs: expected indices 0-31, found {repr(index)[:40]}")
-        if type(pcr) is not bytes or len(pcr) not in PCR_LENGTHS:
-            raise DocumentEncodingError(
-                f"PCR{index}: expected 32, 48 or 64 bytes, found {_kind(pcr)}"
-            )
-    return MappingProxyType(dict(value))
-
-
-def _certificate(name: str, value: Any) -> bytes:
-    if type(value) is not bytes or not 1 <= len(value) <= MAX_CERTIFICATE_BYTES:
-        raise DocumentEncodingError(
-            f"{name}: expected 1 to {MAX_CERTIFICATE_BYTES} bytes of DER, found {_kind(value)}"
-        )
-    return value
-
-
-def _cabundle(value: Any) -> tuple[bytes, ...]:
-    if not isinstance(value, list) or not value:
-        raise DocumentEncodingError(
-            f"cabundle: expected a non-empty array of certificates, found {_kind(value)}"
-        )
-    return tuple(_certificate(f"cabundle[{i}]", item) for i, item in enumerate(value))
-
-
-def _optional(name: str, value: Any, *, minimum: int) -> bytes | None:
-    if value is None:
-        return None
-    if type(value) is not bytes or not minimum <= len(value) <= MAX_OPTIONAL_FIELD_BYTES:
-        raise DocumentEncodingError(
-            f"{name}: expected null or {minimum} to {MAX_OPTIONAL_FIELD_BYTES} bytes,"
-            f" found {_kind(value)}"
-        )
-    return value
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bytes | str | list | dict):
-        return f"{type(value).__name__} of length {len(value)}"
-    if type(value) is int:
-        return f"integer {value}" if abs(value) < 10**20 else "a huge integer"
-    return type(value).__name__
-
-
-def _is_zero(value: bytes | None) -> bool:
-    return value is not None and not any(value)

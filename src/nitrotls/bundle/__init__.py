@@ -49,6 +49,7 @@ from nitrotls.bundle.seal import (
     seal_key,
     spki_sha384,
 )
+from nitrotls.bundle.summary import BundleSummary, summarize
 from nitrotls.bundle.verify import (
     DataKeyDecrypter,
     VerifiedBundle,
@@ -65,6 +66,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleFormatError",
+    "BundleSummary",
     "CertificateChainError",
     "ChainInfo",
     "ContextMismatchError",
@@ -96,6 +98,7 @@ __all__ = [
     "seal_aad",
     "seal_key",
     "spki_sha384",
+    "summarize",
     "unseal",
     "verify",
 ]

@@ -49,7 +49,7 @@ def check_chain(
     if not certs:
         raise CertificateChainError("the certificate chain is empty")
     leaf = certs[0]
-    domains = _dns_names(leaf)
+    domains = dns_names(leaf)
     wanted = tuple(names) if names else domains
     if not wanted:
         raise NameMismatchError("the leaf certificate names no DNS name (subjectAltName)")
@@ -81,7 +81,7 @@ def _spki(cert: x509.Certificate) -> bytes:
     )
 
 
-def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -153,10 +153,11 @@ def _check_roots(
         try:
             subject = IPAddress(ipaddress.ip_address(name))
         except ValueError:
-            subject = DNSName(name)
+            # A wildcard SAN is checked through a name it covers: the path does not change.
+            subject = DNSName("x" + name[1:] if name.startswith("*.") else name)
         try:
             builder.build_server_verifier(subject).verify(certs[0], certs[1:])
-        except verification.VerificationError as error:
+        except (verification.VerificationError, ValueError) as error:
             raise CertificateChainError(
                 f"the chain does not lead to a given CA root for {name!r}: {error}"
             ) from None

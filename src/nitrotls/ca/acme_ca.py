@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 AccountKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 CHALLENGE_TYPES = ("http-01", "dns-01")
-BAD_NONCE_RETRIES = 5
+BAD_NONCE_RETRIES = 8
 PEM_CHAIN = "application/pem-certificate-chain"
 
 
@@ -336,7 +336,7 @@ class AcmeCA:
     ) -> tuple[bytes, ...]:
         client = self._acme()
         deadline = _Deadline(self._timeout, f"issuing for {_label(names)}")
-        order = self._call("creating the order", client.new_order, pem)
+        order = self._new_order(names, pem)
         prepared: list[_Prepared] = []
         try:
             for authzr in order.authorizations:
@@ -347,7 +347,7 @@ class AcmeCA:
                 deadline.sleep(self._dns_delay, "waiting for DNS propagation")
             for item in prepared:
                 self._call(
-                    f"answering {item.challenge.chall.typ} for {item.identifier}",
+                    f"answering {_kind(item.challenge)} for {item.identifier}",
                     client.answer_challenge,
                     item.challenge,
                     item.response,
@@ -360,6 +360,41 @@ class AcmeCA:
         _check_chain(chain, request, names)
         return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain)
 
+    def _new_order(self, names: CSRNames, pem: bytes) -> messages.OrderResource:
+        """Order exactly the CSR's subjectAltName identifiers (never its common name)."""
+        client = self._acme()
+        identifiers = [
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n) for n in names.dns
+        ]
+        identifiers += [
+            messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip)) for ip in names.ips
+        ]
+        response: requests.Response = self._call(
+            "creating the order",
+            client.net.post,
+            client.directory["newOrder"],
+            messages.NewOrder(identifiers=identifiers),
+            new_nonce_url=client.directory["newNonce"],
+        )
+        body = self._parse("the order", messages.Order.from_json, response)
+        authorizations = []
+        for url in body.authorizations:
+            fetched = self._post_as_get(url, "fetching an authorization")
+            authz = self._parse("an authorization", messages.Authorization.from_json, fetched)
+            authorizations.append(messages.AuthorizationResource(body=authz, uri=url))
+        location = response.headers.get("Location")
+        if not location:
+            raise AcmeProtocolError("the CA created an order without a Location header")
+        return messages.OrderResource(
+            body=body, uri=location, authorizations=authorizations, csr_pem=pem
+        )
+
+    def _parse(self, what: str, decode: Callable[[Any], T], response: requests.Response) -> T:
+        try:
+            return decode(response.json())
+        except (DeserializationError, ValueError, TypeError, KeyError) as error:
+            raise AcmeProtocolError(f"the CA sent {what} that does not parse: {error}") from None
+
     def _prepare(self, authzr: messages.AuthorizationResource) -> _Prepared | None:
         body = authzr.body
         identifier = str(body.identifier.value)
@@ -367,9 +402,9 @@ class AcmeCA:
             return None  # the CA reused an earlier authorization
         if body.status != messages.STATUS_PENDING:
             raise AcmeProtocolError(f"authorization for {identifier} is {body.status}, not pending")
-        chosen = next((c for c in body.challenges if c.chall.typ == self._challenge), None)
+        chosen = next((c for c in body.challenges if _kind(c) == self._challenge), None)
         if chosen is None:
-            offered = ", ".join(sorted({c.chall.typ for c in body.challenges})) or "none"
+            offered = ", ".join(sorted({_kind(c) for c in body.challenges})) or "none"
             raise AcmeChallengeError(
                 f"the CA offers no {self._challenge} challenge for {identifier} "
                 f"(offered: {offered})"
@@ -456,7 +491,7 @@ class AcmeCA:
             asked = _retry_after(response, self._backoff.retry_after_cap)
             deadline.sleep(next(delays) if asked is None else asked, "waiting for issuance")
             response = self._post_as_get(order.uri, "polling the order")
-            order = order.update(body=messages.Order.from_json(response.json()))
+            order = order.update(body=self._parse("the order", messages.Order.from_json, response))
 
     def _download(self, url: str) -> list[x509.Certificate]:
         headers = {"Content-Type": ClientNetwork.JOSE_CONTENT_TYPE, "Accept": PEM_CHAIN}
@@ -468,6 +503,11 @@ class AcmeCA:
                 f"the certificate download is not a PEM chain: {error}"
             ) from None
         return chain
+
+
+def _kind(challenge: messages.ChallengeBody) -> str:
+    """The challenge's type, also for types the acme library does not know."""
+    return str(challenge.to_partial_json().get("type", "unknown"))
 
 
 def _label(names: CSRNames) -> str:
@@ -496,7 +536,7 @@ def _authorization_failure(authzr: messages.AuthorizationResource) -> AcmeError:
     identifier = authzr.body.identifier.value
     for challb in authzr.body.challenges:
         if challb.error is not None:
-            context = f"validating {identifier} with {challb.chall.typ}"
+            context = f"validating {identifier} with {_kind(challb)}"
             return problem_error(challb.error.typ, challb.error.detail, context=context)
     return AcmeProtocolError(
         f"authorization for {identifier} became {authzr.body.status} without a problem document"

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 PATH = re.compile(r"/\.well-known/acme-challenge/([A-Za-z0-9_-]{1,256})")
 MAX_CONNECTIONS = 64
 SOCKET_TIMEOUT = 10.0
+POLL_INTERVAL = 0.05  # how quickly shutdown() is noticed
 
 
 class ChallengeSource(Protocol):
@@ -94,6 +95,8 @@ class ChallengeServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)
+        if ":" in host_text:
+            host_text = f"[{host_text}]"
         return f"http://{host_text}:{port}"
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -132,6 +135,8 @@ def start_responder(
 ) -> tuple[ChallengeServer, threading.Thread]:
     """Serve in a background thread; stop with ``server.shutdown(); server.server_close()``."""
     server = ChallengeServer((host, port), source)
-    thread = threading.Thread(target=server.serve_forever, name="acme-responder", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(POLL_INTERVAL,), name="acme-responder", daemon=True
+    )
     thread.start()
     return server, thread

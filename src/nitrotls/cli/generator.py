@@ -1,10 +1,153 @@
-"""`nitrotls generator …` commands."""
+"""`nitrotls generator run`: issue, seal, bind and publish certificates inside the enclave."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
 import click
+
+from nitrotls import config as config_module
+from nitrotls.cli.output import print_json
 
 
 @click.group(name="generator")
 def group() -> None:
-    """generator commands (see docs/)."""
+    """The generator enclave: keys born here, sealed via KMS, certified, published as bundles."""
+
+
+@group.command(name="run")
+@click.option("--once", is_flag=True, help="Issue (or renew if due) and exit; default: daemon.")
+@click.option("--force", is_flag=True, help="Issue even when the current bundle is not due.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="nitrotls.toml (default: $NITROTLS_CONFIG; else defaults and these options).",
+)
+@click.option("--name", help="Bundle name (default: the first domain).")
+@click.option("--domain", "domains", multiple=True, help="A name to certify (repeat).")
+@click.option("--key-type", type=click.Choice(config_module.KEY_TYPES), help="Default p256.")
+@click.option("--ca", "ca_server", metavar="local|acme:URL", help="The CA (default local).")
+@click.option(
+    "--ca-bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM roots for the ACME server's own TLS.",
+)
+@click.option("--contact", "contacts", multiple=True, help="ACME account contact (repeat).")
+@click.option("--eab-kid", help="External account binding key id.")
+@click.option("--eab-hmac", help="EAB HMAC key, base64url (or $NITROTLS_EAB_HMAC).")
+@click.option("--challenge", type=click.Choice(config_module.CHALLENGES), help="Default http-01.")
+@click.option("--dns-hook", help="Command called as CMD add|remove RECORD VALUE (dns-01).")
+@click.option("--kms-endpoint", help="KMS endpoint URL (default: AWS's regional endpoint).")
+@click.option("--kms-region", help="KMS region (default us-east-1).")
+@click.option("--kms-key-id", help="KMS key id, ARN or alias/NAME.")
+@click.option("--store", "store_spec", help="dir:PATH or s3://bucket/prefix?endpoint_url=…")
+@click.option(
+    "--main-pcrs",
+    "main_pcrs",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PCR file of a main enclave allowed to open bundles (logged; feeds `kms policy`).",
+)
+@click.option("--lease-ttl", type=float, help="Store lease TTL in seconds (default 300).")
+@click.option("--log-json", is_flag=True, help="One JSON object per log line.")
+def run(
+    once: bool,
+    force: bool,
+    config_path: Path | None,
+    name: str | None,
+    domains: tuple[str, ...],
+    key_type: str | None,
+    ca_server: str | None,
+    ca_bundle: Path | None,
+    contacts: tuple[str, ...],
+    eab_kid: str | None,
+    eab_hmac: str | None,
+    challenge: str | None,
+    dns_hook: str | None,
+    kms_endpoint: str | None,
+    kms_region: str | None,
+    kms_key_id: str | None,
+    store_spec: str | None,
+    main_pcrs: tuple[Path, ...],
+    lease_ttl: float | None,
+    log_json: bool,
+) -> None:
+    """Issue and renew the bundle for one name (options override nitrotls.toml)."""
+    from nitrotls.attestation import load_pcrs_file
+    from nitrotls.config import Config, override
+    from nitrotls.generator import Runner, StepLog, configure_logging, identify, make_issuer
+    from nitrotls.nsm import enclave_from_spec
+
+    loaded = config_module.load(config_path)
+    settings = Config(
+        generator=override(
+            loaded.generator,
+            bundle=name,
+            domains=domains,
+            key_type=key_type,
+            main_pcrs=main_pcrs,
+            lease_ttl=lease_ttl,
+            log_json=log_json or None,
+        ),
+        kms=override(loaded.kms, endpoint=kms_endpoint, region=kms_region, key_id=kms_key_id),
+        store=override(loaded.store, spec=store_spec),
+        ca=override(
+            loaded.ca,
+            server=ca_server,
+            ca_bundle=ca_bundle,
+            contact=contacts,
+            eab_kid=eab_kid,
+            eab_hmac=eab_hmac,
+            challenge=challenge,
+            dns_hook=dns_hook,
+        ),
+        path=loaded.path,
+    )
+    configure_logging(json_lines=settings.generator.log_json)
+    log = StepLog()
+    source = enclave_from_spec(None)
+    identify(source, log)
+    for path in settings.generator.main_pcrs:
+        pcrs = load_pcrs_file(path)
+        shown = " ".join(f"PCR{i}={pcrs[i].hex()[:16]}…" for i in sorted(pcrs) if i in (0, 1, 2))
+        log.step(
+            "policy", f"main enclave {path.name} ({shown}) is to open bundles via the key policy"
+        )
+    issuer = make_issuer(settings, source, log=log)
+    stop = threading.Event()
+    try:
+        if once:
+            outcome = issuer_outcome(Runner(issuer, log=log, stop=stop).once(force=force))
+            if settings.generator.log_json:
+                print_json(outcome)
+            return
+        _stop_on_signals(stop)
+        Runner(issuer, log=log, stop=stop).forever(force=force)
+    finally:
+        issuer.close()
+
+
+def issuer_outcome(outcome: object) -> dict[str, object]:
+    """The outcome as plain JSON values."""
+    from dataclasses import asdict
+
+    from nitrotls.generator import Outcome
+
+    if not isinstance(outcome, Outcome):
+        return {}
+    values = asdict(outcome)
+    if outcome.not_after is not None:
+        values["not_after"] = outcome.not_after.isoformat()
+    return values
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)

@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from nitrotls.ca.responder import ChallengeServer, parse_listen
+from nitrotls.ca.responder import POLL_INTERVAL, ChallengeServer, parse_listen
 from nitrotls.store import open_store
 
 
@@ -56,7 +56,9 @@ def acme_responder(store_spec: str | None, listen: str, verbose: bool) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    thread = threading.Thread(target=server.serve_forever, name="acme-responder", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, args=(POLL_INTERVAL,), name="acme-responder", daemon=True
+    )
     thread.start()
     click.echo(f"acme-responder serving tokens from {store!r} on {server.url}")
     try:

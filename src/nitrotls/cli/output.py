@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from nitrotls.errors import NitroTLSError
 
@@ -31,7 +32,8 @@ def _json_default(value: Any) -> Any:
 
 def fail(error: NitroTLSError) -> None:
     """Print a typed error as one actionable line on stderr."""
-    err_console.print(f"[bold red]error[/] ({type(error).__name__}): {error}", highlight=False)
+    message = escape(str(error))
+    err_console.print(f"[bold red]error[/] ({type(error).__name__}): {message}", highlight=False)
 
 
 def run_guarded(command: click.Command) -> int:

@@ -11,6 +11,7 @@ untrusted: a swapped record either fails KMS's context, the AEAD, or the key-mat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -103,7 +104,7 @@ def decode_account(raw: bytes) -> SealedAccount:
         )
     except AccountRecordError:
         raise
-    except (BundleError, TypeError, ValueError) as error:  # cbor2 errors are ValueErrors
+    except (BundleError, cbor2.CBORError, TypeError, ValueError, RecursionError) as error:
         raise AccountRecordError(f"the ACME account record is malformed: {error}") from None
     if record.encode() != raw:
         raise AccountRecordError("the ACME account record is not canonically encoded")
@@ -135,9 +136,11 @@ class AccountVault:
         source: AttestationSource,
         kms_key_id: str,
         log: StepLog,
+        secret_observer: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._store, self._kms, self._source = store, kms, source
         self._key_id, self._log = kms_key_id, log
+        self._observe = secret_observer  # test seam only: sees plaintext before it is wiped
 
     def load(self, directory_url: str) -> Account:
         raw = self._store.get_object(object_key(directory_url))
@@ -154,8 +157,10 @@ class AccountVault:
         with self._kms.decrypt(
             record.dek.blob, expected, self._source, key_id=record.dek.kms_key_id
         ) as data_key:
+            self._see("data-key", data_key.data)
             plain = aead_open(record.key, data_key, account_aad(directory_url, record.spki))
         try:
+            self._see("acme-account-key", plain)
             check_key_matches(plain, record.spki)
             key = serialization.load_der_private_key(plain, password=None)
         finally:
@@ -184,6 +189,8 @@ class AccountVault:
         try:
             data_key = self._kms.generate_data_key(self._key_id, context, self._source)
             with data_key.plaintext as secret:
+                self._see("acme-account-key", plain)
+                self._see("data-key", secret.data)
                 sealed = aead_seal(plain, secret, account_aad(directory_url, spki))
         finally:
             wipe(plain)
@@ -192,6 +199,10 @@ class AccountVault:
         self._store.put_object(object_key(directory_url), record.encode())
         self._log.step("account", "new ACME account key made, sealed under KMS and stored")
         return Account(key, None, record)
+
+    def _see(self, what: str, secret: bytearray) -> None:
+        if self._observe is not None:
+            self._observe(what, bytes(secret))
 
     def remember_uri(self, account: Account, uri: str) -> None:
         """Store the account URL beside the sealed key, so later runs skip the lookup."""

@@ -43,6 +43,7 @@ def authority_factory(
     kms_key_id: str,
     log: StepLog,
     dns_hook: DnsHook | None = None,
+    secret_observer: Callable[[str, bytes], None] | None = None,
 ) -> AuthorityFactory:
     """A factory, so the (KMS-dependent) account unsealing happens inside the retried issuance."""
 
@@ -51,7 +52,8 @@ def authority_factory(
             ca = LocalCA(validity=timedelta(days=section.local_validity_days))
             log.step("ca", "using the local dev CA (root under the data directory)")
             return ca
-        return _acme(section, store, kms, source, kms_key_id, log, dns_hook)
+        vault = AccountVault(store, kms, source, kms_key_id, log, secret_observer)
+        return _acme(section, store, vault, log, dns_hook)
 
     return make
 
@@ -59,14 +61,11 @@ def authority_factory(
 def _acme(
     section: CASection,
     store: BundleStore,
-    kms: KeyService,
-    source: AttestationSource,
-    kms_key_id: str,
+    vault: AccountVault,
     log: StepLog,
     dns_hook: DnsHook | None,
 ) -> AcmeCA:
     url = section.directory_url
-    vault = AccountVault(store, kms, source, kms_key_id, log)
     account = vault.load(url)
     hook = dns_hook
     if section.challenge == "dns-01" and hook is None:

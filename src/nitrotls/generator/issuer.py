@@ -251,7 +251,7 @@ class Issuer:
                     announced = True
                 time.sleep(LEASE_POLL)
         self._renewed_at = time.monotonic()
-        self._log.step("lease", f"holding the lease on {self.plan.name} for {ttl:.0f} s")
+        self._log.step("lease", f"holding the lease on {self.plan.name} for {ttl:g} s")
 
     def _keep_lease(self, *, force: bool = False) -> None:
         """Renew once a third of the TTL has passed (always before publishing)."""

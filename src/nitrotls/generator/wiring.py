@@ -42,6 +42,7 @@ def make_issuer(
         kms_key_id=plan.kms_key_id,
         log=log,
         dns_hook=dns_hook,
+        secret_observer=secret_observer,
     )
     return Issuer(
         plan,

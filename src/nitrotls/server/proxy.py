@@ -198,7 +198,7 @@ class ProxyConnection(asyncio.Protocol):
             self._req = _HEAD
             self.deadline = time.monotonic() + self.engine.settings.header_timeout
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD:
             if len(buffer) > MAX_HEAD:
                 self._buf = b""
                 self._send_error(431)

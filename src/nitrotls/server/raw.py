@@ -208,7 +208,7 @@ class AttestOnly:
 
     def _next(self) -> None:
         end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD:
             if len(self._buf) > MAX_HEAD:
                 self._finish(error_response(431).render(keep_alive=False), keep=False)
             return

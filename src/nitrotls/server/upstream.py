@@ -152,7 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _head(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
         end = buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD:
             if len(buffer) > MAX_HEAD:
                 self._fail()
             else:

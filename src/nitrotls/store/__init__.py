@@ -19,6 +19,7 @@ from nitrotls.store.directory import DirectoryStore
 from nitrotls.store.errors import (
     BundleExistsError,
     BundleNotFoundError,
+    InvalidLeaseError,
     InvalidStoreNameError,
     LeaseHeldError,
     LeaseLostError,
@@ -39,6 +40,7 @@ __all__ = [
     "BundleNotFoundError",
     "BundleStore",
     "DirectoryStore",
+    "InvalidLeaseError",
     "InvalidStoreNameError",
     "Latest",
     "Lease",

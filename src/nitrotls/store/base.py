@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple
 
-from nitrotls.store.errors import InvalidStoreNameError, StoreCorruptError, StoreTooLargeError
+from nitrotls.store.errors import (
+    InvalidLeaseError,
+    InvalidStoreNameError,
+    StoreCorruptError,
+    StoreTooLargeError,
+)
 
 MAX_BUNDLE_BYTES = 8 * 1024 * 1024
 MAX_OBJECT_BYTES = 1024 * 1024
@@ -77,7 +82,9 @@ def check_holder(value: str) -> str:
 
 def check_ttl(ttl: float) -> float:
     if not isinstance(ttl, int | float) or not 0 < ttl <= MAX_LEASE_TTL:
-        raise ValueError(f"lease ttl must be in (0, {MAX_LEASE_TTL:.0f}] seconds, got {ttl!r}")
+        raise InvalidLeaseError(
+            f"lease ttl must be in (0, {MAX_LEASE_TTL:.0f}] seconds, got {ttl!r}"
+        )
     return float(ttl)
 
 

@@ -13,6 +13,10 @@ class InvalidStoreNameError(StoreError):
     """A name, id, key or token outside the strict charset (refused before any I/O)."""
 
 
+class InvalidLeaseError(StoreError, ValueError):
+    """A lease ttl outside (0, 86400] seconds."""
+
+
 class StoreSpecError(StoreError):
     """A store spec string (``dir:PATH``, ``s3://bucket/prefix``) that cannot be used."""
 

@@ -25,8 +25,14 @@ from nitrotls.transport.errors import (
 )
 from nitrotls.transport.outbound import outbound_opener
 from nitrotls.transport.proxy import ProxyServer, forward_opener, inbound_opener
-from nitrotls.transport.relay import RelayResult, relay
-from nitrotls.transport.sockets import Listener, connect, describe, listen, socket_path
+from nitrotls.transport.sockets import (
+    Listener,
+    bind_socket,
+    connect,
+    describe,
+    listen,
+    socket_path,
+)
 from nitrotls.transport.vsock import dev_socket_path, set_vsock_mode, vsock_mode
 
 __all__ = [
@@ -40,11 +46,11 @@ __all__ = [
     "PreambleError",
     "ProxyProtocolError",
     "ProxyServer",
-    "RelayResult",
     "SocketPathTooLongError",
     "TransportConnectError",
     "TransportError",
     "VsockModeError",
+    "bind_socket",
     "connect",
     "describe",
     "dev_socket_path",
@@ -56,7 +62,6 @@ __all__ = [
     "parse_address",
     "parse_allowlist",
     "parse_host_port",
-    "relay",
     "set_vsock_mode",
     "socket_path",
     "vsock_mode",

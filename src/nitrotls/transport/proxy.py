@@ -124,6 +124,14 @@ class ProxyServer:
             )
         except (TransportConnectError, PreambleError) as error:
             log.warning("%s: dropping %s: %s", self.name, peer, error)
+        except OSError as error:
+            log.info("%s: %s went away while connecting: %s", self.name, peer, error)
+        except asyncio.CancelledError:
+            # stop() ran out of drain time: cut the connection now rather than linger
+            client[1].transport.abort()
+            if upstream is not None:
+                upstream[1].transport.abort()
+            raise
         except Exception:
             log.exception("%s: unexpected error relaying %s", self.name, peer)
         finally:

@@ -79,32 +79,37 @@ class Listener:
 
 async def listen(address: Address, handler: Handler, *, backlog: int = DEFAULT_BACKLOG) -> Listener:
     """Listen on ``address``; each connection runs ``handler(reader, writer)`` in a task."""
+    if address.scheme == "tcp":
+        try:
+            server = await asyncio.start_server(
+                handler, address.host, address.port, backlog=backlog, reuse_address=True
+            )
+        except OSError as error:
+            raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
+        port = server.sockets[0].getsockname()[1] if server.sockets else address.port
+        return Listener(address.with_port(port), server, None)
+    sock = bind_socket(address, backlog=backlog)
+    path = socket_path(address)
+    try:
+        server = await asyncio.start_server(handler, sock=sock, backlog=backlog)
+    except BaseException:
+        sock.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+    return Listener(address, server, path)
+
+
+def bind_socket(address: Address, *, backlog: int = DEFAULT_BACKLOG) -> socket.socket:
+    """A bound, listening, non-blocking socket for ``address``, for servers that take a socket
+    (``asyncio.start_server(sock=...)``, uvicorn). A Unix socket file (also a mapped vsock's)
+    is the caller's to remove: :func:`socket_path` names it."""
     path = socket_path(address)
     if path is not None:
-        sock = _bind_unix(path, backlog, address)
-        try:
-            server = await asyncio.start_server(handler, sock=sock, backlog=backlog)
-        except BaseException:
-            sock.close()
-            path.unlink(missing_ok=True)
-            raise
-        return Listener(address, server, path)
+        return _bind_unix(path, backlog, address)
     if address.scheme == "vsock":
-        sock = _bind_vsock(address, backlog)
-        try:
-            server = await asyncio.start_server(handler, sock=sock, backlog=backlog)
-        except BaseException:
-            sock.close()
-            raise
-        return Listener(address, server, None)
-    try:
-        server = await asyncio.start_server(
-            handler, address.host, address.port, backlog=backlog, reuse_address=True
-        )
-    except OSError as error:
-        raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
-    port = server.sockets[0].getsockname()[1] if server.sockets else address.port
-    return Listener(address.with_port(port), server, None)
+        return _bind_vsock(address, backlog)
+    return _bind_tcp(address, backlog)
 
 
 async def connect(address: Address, *, timeout: float | None = 10.0) -> Streams:
@@ -160,6 +165,25 @@ async def _open_unix(path: Path) -> Streams:
         raise
 
 
+def _bind_tcp(address: Address, backlog: int) -> socket.socket:
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as error:
+        sock.close()
+        raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
+    return sock
+
+
 def _bind_vsock(address: Address, backlog: int) -> socket.socket:
     # A vsock socket only receives connections addressed to its own CID, so binding the wildcard
     # CID is as narrow as binding our own; the CID in a listen address is what peers dial.
@@ -167,6 +191,7 @@ def _bind_vsock(address: Address, backlog: int) -> socket.socket:
     try:
         sock.bind((vsock.VMADDR_CID_ANY, address.port))
         sock.listen(backlog)
+        sock.setblocking(False)
     except OSError as error:
         sock.close()
         raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None

@@ -217,9 +217,10 @@ def get_key_policy(service: KMSService, call: Call, body: Body) -> Body:
 
 
 def put_key_policy(service: KMSService, call: Call, body: Body) -> Body:
-    record = service.resolve(call, fields.required_text(body, "KeyId"), aliases=False)
+    key_id = fields.required_text(body, "KeyId")
     _policy_name(body)
     text = fields.required_text(body, "Policy", max_len=32768)
+    record = service.resolve(call, key_id, aliases=False)
     service.authorize(call, record, "kms:PutKeyPolicy")
     service.store.set_policy(record, _new_policy(call, body, text, record.arn))
     return {}
@@ -243,8 +244,9 @@ def _set_state(service: KMSService, call: Call, body: Body, action: str, state: 
 
 
 def schedule_key_deletion(service: KMSService, call: Call, body: Body) -> Body:
-    record = service.resolve(call, fields.required_text(body, "KeyId"), aliases=False)
+    key_id = fields.required_text(body, "KeyId")
     days = fields.integer(body, "PendingWindowInDays", 7, 30) or 30
+    record = service.resolve(call, key_id, aliases=False)
     service.authorize(call, record, "kms:ScheduleKeyDeletion")
     if record.state == PENDING_DELETION:
         raise invalid_state(f"{record.arn} is already pending deletion.")
@@ -283,10 +285,11 @@ def _algorithm(body: Body) -> None:
 
 
 def encrypt(service: KMSService, call: Call, body: Body) -> Body:
-    record = service.resolve(call, fields.required_text(body, "KeyId"))
+    key_id = fields.required_text(body, "KeyId")
     plaintext = fields.required_blob(body, "Plaintext", max_len=4096)
     context = call.context = fields.encryption_context(body)
     _algorithm(body)
+    record = service.resolve(call, key_id)
     service.authorize(call, record, "kms:Encrypt", context=context)
     service.require_usable(record)
     _dry_run(body)
@@ -324,9 +327,10 @@ def decrypt(service: KMSService, call: Call, body: Body) -> Body:
 
 
 def generate_data_key(service: KMSService, call: Call, body: Body) -> Body:
-    record = service.resolve(call, fields.required_text(body, "KeyId"))
+    key_id = fields.required_text(body, "KeyId")
     size = _data_key_size(body)
     context = call.context = fields.encryption_context(body)
+    record = service.resolve(call, key_id)
     recipient = service.recipient(call, body)
     service.authorize(call, record, "kms:GenerateDataKey", context=context, recipient=recipient)
     service.require_usable(record)

@@ -37,6 +37,7 @@ from nitrotls.kms.local.storage import KeyStore
 log = logging.getLogger("nitrotls.kms.local")
 CONTENT_TYPE = "application/x-amz-json-1.1"
 STOP_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.05  # how soon stop() is noticed by the accept loop
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -235,7 +236,10 @@ class LocalKMSServer:
                 f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}"
             ) from None
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="nitrotls-kms", daemon=True
+            target=self._httpd.serve_forever,
+            args=(POLL_SECONDS,),
+            name="nitrotls-kms",
+            daemon=True,
         )
         self._thread.start()
 

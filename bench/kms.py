@@ -1,0 +1,259 @@
+"""Local KMS throughput: Decrypt with a Recipient over HTTP, beside the floor, same run.
+
+Run:  .venv/bin/python bench/kms.py [--rounds 5] [--requests 40] [--clients 8]
+
+The server runs as `nitrotls kms serve` in its own process (its own interpreter lock), with the
+dev root trusted and a deployment key policy (build_key_policy) on the key. The clients are
+``--clients`` threads in this process, each with its own boto3 KMS client, each sending
+``--requests`` Decrypt calls per round with a Recipient. Every request also needs, on the
+client, a fresh RSA key and attestation document; those are made before timing
+(``--documents`` of them, reused round-robin), so the numbers measure the server, not the
+enclave.
+
+The floor is the work the server cannot skip per request, done in one thread of this process
+with the same library calls on the same inputs: authenticate the attestation document (the same
+Verifier, warm, as the server's), RSA-OAEP encrypt 32 bytes to the document's key (the CMS
+envelope's key transport), and AES-256-GCM decrypt a blob of the same size. Also shown: the same
+clients calling GenerateRandom without a Recipient (no crypto on the server), which is what the
+clients and HTTP alone can carry on this machine.
+
+Printed: medians over rounds (requests or operations per second) and server / floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ADMIN = ("bench-admin", "bench-admin-secret", "arn:aws:iam::111122223333:role/admin")
+ENCLAVE = ("bench-enclave", "bench-enclave-secret", "arn:aws:iam::111122223333:role/enclave")
+CONTEXT = {"nitrotls:bundle": "00" * 16, "nitrotls:name": "bench.example"}
+OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen[str], str]:
+    config = home / "kms.toml"
+    entries = "".join(
+        f'[[credentials]]\naccess_key = "{a}"\nsecret = "{s}"\nprincipal = "{p}"\n'
+        for a, s, p in (ADMIN, ENCLAVE)
+    )
+    config.write_text(entries)
+    config.chmod(0o600)
+    command = [
+        sys.executable, "-c", "from nitrotls.cli import main; main()", "--home", str(home),
+        "kms", "serve", "--listen", "127.0.0.1:0", "--trust-dev-root", "--config", str(config),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    found = re.search(r"listening on (http://\S+)", process.stdout.readline())
+    if found is None:
+        process.kill()
+        raise SystemExit("the server did not start")
+    return process, found[1]
+
+
+def client(url: str, who: tuple[str, str, str]) -> Any:
+    return boto3.client(
+        "kms",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=who[0],
+        aws_secret_access_key=who[1],
+        config=Config(retries={"total_max_attempts": 1}, max_pool_connections=2),
+    )
+
+
+def recipients(source: Any, count: int) -> list[tuple[rsa.RSAPrivateKey, bytes]]:
+    made = []
+    for _ in range(count):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        made.append((key, source.attest(public_key=spki)))
+    return made
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_rate(clients: list[Any], requests: int, call: Callable[[Any, int], None]) -> float:
+    """Requests per second with every client thread sending ``requests`` calls."""
+    barrier = threading.Barrier(len(clients) + 1)
+    errors: list[BaseException] = []
+
+    def run(kms: Any, worker: int) -> None:
+        barrier.wait()
+        try:
+            for n in range(requests):
+                call(kms, worker * requests + n)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(k, w)) for w, k in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return len(clients) * requests / elapsed
+
+
+def floor_rate(documents: list[bytes], operations: int, blob_size: int) -> float:
+    """Operations per second of the unavoidable per-request work, one thread."""
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    from nitrotls.nsm import trusted_verifier
+
+    verifier = trusted_verifier(True)
+    aead = AESGCM(AESGCM.generate_key(256))
+    nonce = os.urandom(12)
+    sealed = aead.encrypt(nonce, os.urandom(blob_size), b"aad")
+    for document in documents:  # warm, as the server's verifier is after its first requests
+        verifier.authenticate(document)
+    cycle = itertools.cycle(documents)
+    started = time.perf_counter()
+    for _ in range(operations):
+        document = verifier.authenticate(next(cycle))
+        public_key = load_der_public_key(document.public_key or b"")
+        aead.decrypt(nonce, sealed, b"aad")
+        public_key.encrypt(os.urandom(32), OAEP)  # type: ignore[union-attr]
+    return operations / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--requests", type=int, default=40, help="per client per round")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--documents", type=int, default=16)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        os.environ["NITROTLS_HOME"] = str(home)  # the dev root the server trusts
+        from nitrotls.kms.cms import open_enveloped
+        from nitrotls.kms.policy import build_key_policy
+        from nitrotls.nsm import SimulatedNSM, measure_image
+
+        for name in ("generator", "main"):
+            (home / f"{name}.img").write_text(f"bench image {name}\n")
+        generator = SimulatedNSM(home / "generator.img")
+        main_enclave = SimulatedNSM(home / "main.img")
+        server, url = start_server(home)
+        try:
+            policy = build_key_policy(
+                [measure_image(home / "generator.img")],
+                [measure_image(home / "main.img")],
+                [ADMIN[2]],
+                ENCLAVE[2],
+            )
+            key = client(url, ADMIN).create_key(Policy=json.dumps(policy))["KeyMetadata"]["Arn"]
+            enclave = client(url, ENCLAVE)
+            private, document = recipients(generator, 1)[0]
+            made = enclave.generate_data_key(
+                KeyId=key,
+                KeySpec="AES_256",
+                EncryptionContext=CONTEXT,
+                Recipient={
+                    "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                    "AttestationDocument": document,
+                },
+            )
+            data_key = open_enveloped(made["CiphertextForRecipient"], private)
+            blob = made["CiphertextBlob"]
+
+            prepared = recipients(main_enclave, args.documents)
+            documents = [doc for _, doc in prepared]
+            check = enclave.decrypt(
+                CiphertextBlob=blob,
+                EncryptionContext=CONTEXT,
+                Recipient={
+                    "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                    "AttestationDocument": documents[0],
+                },
+            )
+            assert open_enveloped(check["CiphertextForRecipient"], prepared[0][0]) == data_key
+
+            def decrypt(kms: Any, n: int) -> None:
+                answer = kms.decrypt(
+                    CiphertextBlob=blob,
+                    EncryptionContext=CONTEXT,
+                    Recipient={
+                        "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+                        "AttestationDocument": documents[n % len(documents)],
+                    },
+                )
+                if not answer.get("CiphertextForRecipient"):
+                    raise RuntimeError("no CiphertextForRecipient")
+
+            def random(kms: Any, n: int) -> None:
+                kms.generate_random(NumberOfBytes=32)
+
+            clients = [client(url, ENCLAVE) for _ in range(args.clients)]
+            concurrent_rate(clients, 5, decrypt)  # connect and warm up
+            server_rates, floor_rates, plain_rates, cpu_per_request = [], [], [], []
+            for _ in range(args.rounds):
+                cpu_before = cpu_seconds(server.pid)
+                server_rates.append(concurrent_rate(clients, args.requests, decrypt))
+                cpu_used = cpu_seconds(server.pid) - cpu_before
+                cpu_per_request.append(cpu_used / (args.clients * args.requests))
+                plain_rates.append(concurrent_rate(clients, args.requests, random))
+                floor_rates.append(
+                    floor_rate(documents, args.clients * args.requests, len(blob) - 37)
+                )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+
+    served = statistics.median(server_rates)
+    floor = statistics.median(floor_rates)
+    plain = statistics.median(plain_rates)
+    print(
+        f"local KMS Decrypt+Recipient, {args.clients} boto3 clients (threads), "
+        f"{args.rounds} rounds x {args.clients * args.requests} requests"
+    )
+    print("  Recipient documents and RSA keys pre-generated: this measures the server")
+    print(f"  {'server Decrypt+Recipient':<40} {served:9.0f} req/s  (median)")
+    print(f"  {'floor: verify + RSA-OAEP + AES-GCM':<40} {floor:9.0f} op/s   (median, 1 thread)")
+    print(f"  {'same clients, GenerateRandom (no crypto)':<40} {plain:9.0f} req/s  (median)")
+    server_cpu = statistics.median(cpu_per_request) * 1e3
+    print(
+        f"  server CPU per Decrypt+Recipient: {server_cpu:.2f} ms; floor per op: "
+        f"{1e3 / floor:.2f} ms; cores on this machine: {os.cpu_count()}"
+    )
+    print(f"  server / floor = {served / floor:.2f}   (goal >= 0.60)")
+    print(f"  server / no-crypto request rate = {served / plain:.2f}")
+
+
+if __name__ == "__main__":
+    main()
