@@ -10,7 +10,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 from nitrotls.kms.local import DEV_CREDENTIAL, Credential, LocalKMSServer, ServerConfig
 
@@ -60,6 +63,25 @@ class LocalKMSKit:
     @staticmethod
     def boto(endpoint_url: str, credential: Credential, secret: str | None = None) -> Any:
         return boto_kms(endpoint_url, credential, secret)
+
+    @staticmethod
+    def sign(
+        endpoint_url: str,
+        target: str,
+        body: bytes,
+        credential: Credential,
+        content_type: str = "application/x-amz-json-1.1",
+    ) -> dict[str, str]:
+        """SigV4 headers (botocore's signer) for a hand-made request to ``endpoint_url``/."""
+        request = AWSRequest(
+            method="POST",
+            url=endpoint_url + "/",
+            data=body,
+            headers={"X-Amz-Target": target, "Content-Type": content_type},
+        )
+        keys = Credentials(credential.access_key, credential.secret)
+        SigV4Auth(keys, "kms", "us-east-1").add_auth(request)
+        return {name: str(value) for name, value in request.headers.items()}
 
 
 @pytest.fixture

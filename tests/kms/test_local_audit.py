@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nitrotls.kms.local.audit import AuditEvent, AuditLog, canonical, entry_hash, verify_log
+from nitrotls.kms.local.audit import AuditEvent, AuditLog, encode_entry, verify_log
 from nitrotls.kms.local.errors import AuditError
 
 
@@ -62,9 +62,9 @@ def test_edited_and_rehashed_line_breaks_the_next(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     lines = write_log(path, 6)
     entry = json.loads(lines[2])
+    del entry["hash"]
     entry["reason"] = "nothing to see"
-    entry["hash"] = entry_hash(entry)
-    lines[2] = canonical(entry)
+    lines[2] = encode_entry(entry)[0]
     rewrite(path, lines)
     report = verify_log(path)
     assert report.broken_line == 4

@@ -13,9 +13,6 @@ from urllib.parse import urlsplit
 
 import boto3
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from nitrotls.kms.local import (
@@ -29,25 +26,8 @@ from nitrotls.kms.local import (
 )
 
 
-def signed_headers(
-    endpoint: str,
-    target: str,
-    body: bytes,
-    credential: Credential,
-    content_type: str = "application/x-amz-json-1.1",
-) -> dict[str, str]:
-    request = AWSRequest(
-        method="POST",
-        url=endpoint + "/",
-        data=body,
-        headers={"X-Amz-Target": target, "Content-Type": content_type},
-    )
-    keys = Credentials(credential.access_key, credential.secret)
-    SigV4Auth(keys, "kms", "us-east-1").add_auth(request)
-    return {name: str(value) for name, value in request.headers.items()}
-
-
 def raw_call(
+    kit: Any,
     endpoint: str,
     target: str,
     body: bytes,
@@ -55,7 +35,7 @@ def raw_call(
     content_type: str = "application/x-amz-json-1.1",
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """A SigV4-signed request built by hand, for inputs boto3 would never send."""
-    headers = signed_headers(endpoint, target, body, credential, content_type)
+    headers = kit.sign(endpoint, target, body, credential, content_type)
     parts = urlsplit(endpoint)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
     try:
@@ -68,12 +48,12 @@ def raw_call(
 
 def test_wire_format_of_answers(kit: Any, local_kms: LocalKMSServer) -> None:
     status, body, headers = raw_call(
-        local_kms.endpoint_url, "TrentService.ListKeys", b"{}", kit.admin
+        kit, local_kms.endpoint_url, "TrentService.ListKeys", b"{}", kit.admin
     )
     assert status == 200 and body == {"Keys": [], "Truncated": False}
     assert headers["Content-Type"] == "application/x-amz-json-1.1"
     assert headers["x-amzn-RequestId"]
-    status, body, _ = raw_call(local_kms.endpoint_url, "TrentService.ListKeys", b"", kit.admin)
+    status, body, _ = raw_call(kit, local_kms.endpoint_url, "TrentService.ListKeys", b"", kit.admin)
     assert status == 200  # an empty body is an empty request
 
 
@@ -123,6 +103,7 @@ def test_bad_requests_get_aws_errors(
     code: str,
 ) -> None:
     status, answer, _ = raw_call(
+        kit,
         local_kms.endpoint_url,
         target,
         body,
@@ -212,7 +193,7 @@ def test_stop_closes_idle_keep_alive_connections(kit: Any, kms_data_dir: Path) -
     server = LocalKMSServer(kit.config(kms_data_dir))
     server.start()
     host, port = server.address
-    headers = signed_headers(server.endpoint_url, "TrentService.ListKeys", b"{}", kit.admin)
+    headers = kit.sign(server.endpoint_url, "TrentService.ListKeys", b"{}", kit.admin)
     connection = http.client.HTTPConnection(host, port, timeout=10)
     connection.request("POST", "/", body=b"{}", headers=headers)
     response = connection.getresponse()

@@ -53,9 +53,15 @@ class PKI:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -68,7 +74,10 @@ class PKI:
         self.root_pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(
-        self, names: tuple[str, ...] = ("localhost",), *, key_type: str = "p256",
+        self,
+        names: tuple[str, ...] = ("localhost",),
+        *,
+        key_type: str = "p256",
         days: int = 20,
     ) -> Issued:
         key: Any = (
@@ -114,8 +123,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return PKI(tmp_path_factory.mktemp("pki"))
 
 
-def served_from(issued: Issued, *, alpn: tuple[str, ...] = ("http/1.1",), seq: int = 1,
-                bundle_id: bytes = b"\x01" * 16, insecure: bool = False) -> Served:
+def served_from(
+    issued: Issued,
+    *,
+    alpn: tuple[str, ...] = ("http/1.1",),
+    seq: int = 1,
+    bundle_id: bytes = b"\x01" * 16,
+    insecure: bool = False,
+) -> Served:
     key = bytearray(issued.key)
     context = context_from_memory(issued.chain, key, alpn=alpn)
     identity = ServedIdentity.for_chain(
@@ -149,8 +164,9 @@ class Exchange:
                 return value.decode()
         return None
 
-    async def reply(self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None
-                    = None) -> None:
+    async def reply(
+        self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
+    ) -> None:
         hdrs = headers if headers is not None else [("Content-Length", str(len(body)))]
         self.writer.write(self.conn.send(h11.Response(status_code=status, headers=hdrs)))
         if body:
@@ -179,8 +195,11 @@ async def echo(exchange: Exchange) -> None:
         "headers": [[k.decode(), v.decode()] for k, v in exchange.request.headers],
         "body": exchange.body.decode("latin-1"),
     }
-    await exchange.reply(200, json.dumps(info).encode(), [("Content-Type", "application/json"),
-                                                          ("Content-Length", str(len(json.dumps(info))))])
+    await exchange.reply(
+        200,
+        json.dumps(info).encode(),
+        [("Content-Type", "application/json"), ("Content-Length", str(len(json.dumps(info))))],
+    )
 
 
 @dataclass

@@ -18,7 +18,6 @@ from nitrotls.transport.address import Address
 from .conftest import (
     PKI,
     Exchange,
-    echo,
     open_tls,
     port_of,
     read_response,
@@ -34,7 +33,10 @@ def options(upstream_url: str, **overrides: Any) -> ServeOptions:
     proxy = overrides.pop("proxy", ProxySettings())
     listener = overrides.pop("listener", ListenSettings(tick=0.05))
     return ServeOptions(
-        listen=LISTEN, upstream=Upstream.parse(upstream_url), proxy=proxy, listener=listener,
+        listen=LISTEN,
+        upstream=Upstream.parse(upstream_url),
+        proxy=proxy,
+        listener=listener,
         **overrides,
     )
 
@@ -89,9 +91,11 @@ def test_pipelined_requests_answered_in_order(pki: PKI) -> None:
         holder = ContextHolder(served_from(pki.issue()))
         async with upstream_server() as up, running(options(up.url), holder) as server:
             reader, writer = await open_tls(port_of(server), pki.client_context())
-            writer.write(b"".join(
-                f"GET /p{i} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() for i in range(3)
-            ))
+            writer.write(
+                b"".join(
+                    f"GET /p{i} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() for i in range(3)
+                )
+            )
             for index in range(3):
                 _, _, body = await read_response(reader)
                 assert json.loads(body)["target"] == f"/p{index}"
@@ -135,8 +139,11 @@ def test_chunked_response_is_streamed(pki: PKI) -> None:
         async def streaming(exchange: Exchange) -> None:
             import h11
 
-            exchange.writer.write(exchange.conn.send(
-                h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")])))
+            exchange.writer.write(
+                exchange.conn.send(
+                    h11.Response(status_code=200, headers=[("Transfer-Encoding", "chunked")])
+                )
+            )
             exchange.writer.write(exchange.conn.send(h11.Data(data=b"first;")))
             await exchange.writer.drain()
             await gate.wait()
@@ -238,8 +245,10 @@ def test_expect_100_continue(pki: PKI) -> None:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-         400),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
         (b"GET / HTTP/1.1\r\nHost: h\r\nX-Folded: a\r\n b\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n", 400),
@@ -313,9 +322,10 @@ def test_upstream_silence_is_504(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         settings = ProxySettings(upstream_timeout=0.3)
-        async with upstream_server(silent) as up, running(
-            options(up.url, proxy=settings), holder
-        ) as server:
+        async with (
+            upstream_server(silent) as up,
+            running(options(up.url, proxy=settings), holder) as server,
+        ):
             async with client(pki, port_of(server)) as http:
                 answer = await http.get("/")
             assert answer.status_code == 504
@@ -328,9 +338,10 @@ def test_slowloris_cut_off_while_others_served(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         settings = ProxySettings(header_timeout=0.5, body_timeout=0.5)
-        async with upstream_server() as up, running(
-            options(up.url, proxy=settings), holder
-        ) as server:
+        async with (
+            upstream_server() as up,
+            running(options(up.url, proxy=settings), holder) as server,
+        ):
             port = port_of(server)
             slow_reader, slow_writer = await open_tls(port, pki.client_context())
             body_reader, body_writer = await open_tls(port, pki.client_context())
@@ -366,9 +377,10 @@ def test_idle_keep_alive_connection_closed(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         settings = ProxySettings(idle_timeout=0.3)
-        async with upstream_server() as up, running(
-            options(up.url, proxy=settings), holder
-        ) as server:
+        async with (
+            upstream_server() as up,
+            running(options(up.url, proxy=settings), holder) as server,
+        ):
             reader, writer = await open_tls(port_of(server), pki.client_context())
             writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             status, _, _ = await read_response(reader)
@@ -437,8 +449,13 @@ def test_websocket_style_upgrade_tunnels(pki: PKI) -> None:
     async def upgrade(exchange: Exchange) -> None:
         import h11
 
-        exchange.writer.write(exchange.conn.send(h11.InformationalResponse(
-            status_code=101, headers=[("Upgrade", "echo"), ("Connection", "upgrade")])))
+        exchange.writer.write(
+            exchange.conn.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=[("Upgrade", "echo"), ("Connection", "upgrade")]
+                )
+            )
+        )
         await exchange.writer.drain()
         # After 101 the h11 connection is SWITCHED_PROTOCOL: the raw stream is ours.
         data, _ = exchange.conn.trailing_data

@@ -7,8 +7,8 @@ import gc
 import os
 import socket
 import ssl
-import sys
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_tool
 from nitrotls.server import tls
 from nitrotls.server.errors import TLSContextError
-from conftest import require_tool
 
 from .conftest import PKI, Issued, served_from
 
@@ -168,9 +168,10 @@ def test_key_exchange_groups_restricted(pki: PKI) -> None:
     for groups, ok in (("X448:P-521", False), ("P-384", True), ("X25519", True)):
         with tls_server(served.context, handshakes=1) as port:
             result = subprocess.run(
-                [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-groups", groups,
-                 "-brief"],
-                input=b"", capture_output=True, timeout=10,
+                [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-groups", groups, "-brief"],
+                input=b"",
+                capture_output=True,
+                timeout=10,
             )
         assert (result.returncode == 0) is ok, (groups, result.stderr)
 
@@ -243,8 +244,13 @@ def live_buffers() -> Iterator[bytes | bytearray | str]:
 
 def key_encodings(der: bytes) -> list[bytes]:
     b64 = base64.b64encode(der)
-    return [der, b64[:48], base64.urlsafe_b64encode(der)[:48], der.hex().encode(),
-            der.hex().upper().encode()]
+    return [
+        der,
+        b64[:48],
+        base64.urlsafe_b64encode(der)[:48],
+        der.hex().encode(),
+        der.hex().upper().encode(),
+    ]
 
 
 def find_key(der: bytes, keep: list[object]) -> list[str]:

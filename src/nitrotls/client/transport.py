@@ -161,24 +161,29 @@ class _AsyncAttestingBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def _pool_options(context: ssl.SSLContext, limits: httpx.Limits) -> dict[str, Any]:
+    return {
+        "ssl_context": context,
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+        "http1": True,
+        "http2": False,
+    }
+
+
 class AttestedTransport(httpx.HTTPTransport):
     """An httpx transport whose connections are proven enclaves (HTTP/1.1 over TLS only)."""
 
     def __init__(
         self, attester: Attester, *, ca: str | None = None, limits: httpx.Limits | None = None
     ):
-        limits = limits or httpx.Limits()
-        context = tls_context(ca)
+        context, limits = tls_context(ca), limits or httpx.Limits()
         super().__init__(verify=context, limits=limits)
         self.attester = attester
+        # httpx builds its pool without a network-backend hook; replace it with one that attests.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=_AttestingBackend(attester),
+            network_backend=_AttestingBackend(attester), **_pool_options(context, limits)
         )
 
 
@@ -188,18 +193,11 @@ class AsyncAttestedTransport(httpx.AsyncHTTPTransport):
     def __init__(
         self, attester: Attester, *, ca: str | None = None, limits: httpx.Limits | None = None
     ):
-        limits = limits or httpx.Limits()
-        context = tls_context(ca)
+        context, limits = tls_context(ca), limits or httpx.Limits()
         super().__init__(verify=context, limits=limits)
         self.attester = attester
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            network_backend=_AsyncAttestingBackend(attester),
+            network_backend=_AsyncAttestingBackend(attester), **_pool_options(context, limits)
         )
 
 

@@ -19,7 +19,7 @@ class DemoStageError(DemoError):
         self.tail = tail
 
 
-class DemoInterrupted(DemoError):
+class DemoInterruptedError(DemoError):
     """SIGINT, SIGTERM or SIGHUP arrived; everything the demo started is being stopped."""
 
     exit_code = 130

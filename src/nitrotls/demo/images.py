@@ -9,7 +9,6 @@ generator's measurements make data keys and only the main enclave's measurements
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -52,8 +51,8 @@ def write_image(directory: Path, role: str) -> dict[int, bytes]:
         if not path.is_file() or path.is_symlink() or path.read_bytes() != data:
             path.unlink(missing_ok=True)
             write_atomic(path, data, mode=0o644)
-        os.chmod(path, 0o644)
-    os.chmod(directory, 0o755)
+        path.chmod(0o644)
+    directory.chmod(0o755)  # an image is public; its modes are measured
     return measure_image(directory)
 
 

@@ -24,8 +24,8 @@ ADMIN_ACCESS_KEY = "nitrotls-demo-admin"
 ADMIN_ARN = f"arn:aws:iam::{ACCOUNT}:role/nitrotls-demo-admin"
 ENCLAVE_ACCESS_KEY = "nitrotls-demo-enclave"
 ENCLAVE_ARN = f"arn:aws:iam::{ACCOUNT}:role/nitrotls-demo-enclave"
-ADMIN_SECRET_ENV = "NITROTLS_DEMO_KMS_ADMIN_SECRET"
-ENCLAVE_SECRET_ENV = "NITROTLS_DEMO_KMS_ENCLAVE_SECRET"
+ADMIN_SECRET_ENV = "NITROTLS_DEMO_KMS_ADMIN_SECRET"  # noqa: S105 - a variable name
+ENCLAVE_SECRET_ENV = "NITROTLS_DEMO_KMS_ENCLAVE_SECRET"  # noqa: S105 - a variable name
 REGION = "us-east-1"
 KEY_DESCRIPTION = "nitrotls demo: seals TLS keys; only attested demo enclaves may use it"
 
@@ -56,7 +56,7 @@ class Credentials:
 
 def write_server_config(path: Path, data_dir: Path) -> None:
     """The local KMS's configuration: its state directory and the two principals."""
-    text = f"""# Written by `nitrotls demo`: the local KMS's principals (secrets come from the environment).
+    text = f"""# Written by `nitrotls demo`: the local KMS's principals (secrets: environment only).
 region = "{REGION}"
 data_dir = {json.dumps(str(data_dir))}
 trust_dev_root = true

@@ -29,7 +29,7 @@ from nitrotls.demo.layout import DemoLayout
 from nitrotls.demo.probe import Proof, prove
 from nitrotls.demo.procs import Child, Supervisor
 from nitrotls.demo.progress import Progress, Stage
-from nitrotls.demo.ready import http_answers, tcp_accepts, unix_accepts, wait_until
+from nitrotls.demo.ready import http_answers, listens_tcp, listens_unix, wait_until
 from nitrotls.demo.state import DemoState, RunRecord
 
 BUNDLE_NAME = "demo"
@@ -88,7 +88,9 @@ def child_environment() -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.lower().endswith("_proxy") and not key.startswith("AWS_") and key not in _DROP_ENV
+        if not key.lower().endswith("_proxy")
+        and not key.startswith("AWS_")
+        and key not in _DROP_ENV
     }
     env.update(
         NITROTLS_HOME=str(home.data_dir()),
@@ -211,7 +213,7 @@ class Demo:
                 env=self.credentials.server_env(),
             )
             stage.waiting(f"waiting for {self.kms_url}")
-            self._wait(http_answers(self.kms_url), f"the KMS at {self.kms_url}", [child])
+            self._wait(listens_tcp(child, self.kms_port), f"the KMS at {self.kms_url}", [child])
             stage.detail = f"{self.kms_url} (attestation-checking, dev root trusted)"
 
     @property
@@ -263,7 +265,7 @@ class Demo:
             child = self.sup.spawn("host-outbound", self.commands.outbound(allow))
             path = vsock_path(3, 8000)
             stage.waiting("waiting for vsock://3:8000")
-            self._wait(unix_accepts(path), "the outbound proxy on vsock://3:8000", [child])
+            self._wait(listens_unix(child, path), "the outbound proxy on vsock://3:8000", [child])
             stage.detail = f"vsock://3:8000 → only {', '.join(allowed)}"
             self.serving.append(child)
 
@@ -273,8 +275,8 @@ class Demo:
                 "host-acme-responder",
                 self.commands.acme_responder(self.layout.store_spec, self.responder_port),
             )
-            url = f"http://127.0.0.1:{self.responder_port}/.well-known/acme-challenge/probe"
-            self._wait(http_answers(url), "the ACME responder", [child])
+            port = self.responder_port
+            self._wait(listens_tcp(child, port), f"the ACME responder on :{port}", [child])
             stage.detail = f"HTTP-01 tokens from the store on 127.0.0.1:{self.responder_port}"
 
     def _inbound(self) -> None:
@@ -282,7 +284,7 @@ class Demo:
             port = self.options.port
             child = self.sup.spawn("host-inbound", self.commands.inbound(port))
             stage.waiting(f"waiting for 127.0.0.1:{port}")
-            self._wait(tcp_accepts("127.0.0.1", port), f"the inbound proxy on :{port}", [child])
+            self._wait(listens_tcp(child, port), f"the inbound proxy on :{port}", [child])
             stage.detail = f"tcp://127.0.0.1:{port} → vsock://{MAIN_CID}:{MAIN_PORT} (bytes only)"
             self.serving.append(child)
 
@@ -312,7 +314,9 @@ class Demo:
             if self.pebble is not None:
                 acme_forward = self.ports.next()
                 destination = f"127.0.0.1:{self.pebble.acme_port}"
-                forwarders.append(self._forwarder("generator-forward-acme", acme_forward, destination))
+                forwarders.append(
+                    self._forwarder("generator-forward-acme", acme_forward, destination)
+                )
                 ca = f"acme:https://127.0.0.1:{acme_forward}/dir"
                 ca_bundle = self.pebble.tls_ca
             issued_with = f"{self.ca_kind}:{self.pcrs['generator'][0].hex()}"
@@ -330,7 +334,7 @@ class Demo:
                 force=force,
             )
             for child in forwarders:
-                self._wait(tcp_accepts("127.0.0.1", _port_of(child)), child.name, [child])
+                self._wait(listens_tcp(child, _port_of(child)), child.name, [child])
             generator = self.sup.spawn("generator", argv, env=self.credentials.enclave_env(),
                                        keep_stdout=True)  # fmt: skip
             stage.waiting("issuing or checking the bundle (key → seal → CSR → CA → bind → publish)")
@@ -353,8 +357,12 @@ class Demo:
                 self.state.save(self.layout.state)
             self._publish_ca_root(stage)
             reason = str(outcome.get("reason") or "")
-            verb = "issued a new bundle" if self.issued else "reused the bundle"
-            stage.detail = f"{verb} {BUNDLE_NAME!r}" + (f" ({reason})" if reason else "")
+            if self.issued:
+                stage.detail = f"issued bundle {BUNDLE_NAME!r} seq {self.bundle_seq}"
+            else:
+                stage.detail = f"reused bundle {BUNDLE_NAME!r} seq {self.bundle_seq}"
+                if reason:
+                    stage.note(reason)
 
     def _publish_ca_root(self, stage: Stage) -> None:
         from nitrotls.bundle import decode
@@ -382,13 +390,15 @@ class Demo:
         with self.progress.stage("upstream web app") as stage:
             app_port = self.ports.next()
             app = self.sup.spawn("webapp", self.commands.webapp(app_port))
-            self._wait(http_answers(f"http://127.0.0.1:{app_port}/"), "the web app", [app])
+            self._wait(listens_tcp(app, app_port), "the web app", [app])
             stage.detail = f"http://127.0.0.1:{app_port} (inside the main enclave)"
             self.serving.append(app)
         with self.progress.stage("main enclave") as stage:
             kms_forward = self.ports.next()
-            forwarder = self._forwarder("main-forward-kms", kms_forward, f"127.0.0.1:{self.kms_port}")
-            self._wait(tcp_accepts("127.0.0.1", kms_forward), forwarder.name, [forwarder])
+            forwarder = self._forwarder(
+                "main-forward-kms", kms_forward, f"127.0.0.1:{self.kms_port}"
+            )
+            self._wait(listens_tcp(forwarder, kms_forward), forwarder.name, [forwarder])
             argv = self.commands.serve(
                 self.layout.image("main"),
                 name=BUNDLE_NAME,
@@ -400,7 +410,8 @@ class Demo:
             main = self.sup.spawn("main", argv, env=self.credentials.enclave_env())
             stage.waiting("verifying the bundle, Decrypt via KMS with its attestation, loading TLS")
             path = vsock_path(MAIN_CID, MAIN_PORT)
-            self._wait(unix_accepts(path), f"TLS on vsock://{MAIN_CID}:{MAIN_PORT}", [main, forwarder])
+            what = f"TLS on vsock://{MAIN_CID}:{MAIN_PORT}"
+            self._wait(listens_unix(main, path), what, [main, forwarder])
             stage.detail = f"nitrotls serve on vsock://{MAIN_CID}:{MAIN_PORT} → the web app"
             self.serving += [forwarder, main]
 

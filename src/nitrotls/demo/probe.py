@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nitrotls.demo.errors import DemoError
-from nitrotls.demo.webapp import GREETING
 
 MAX_RESPONSE = 64 * 1024
 MAX_DOCUMENT_AGE = timedelta(minutes=5)
@@ -41,6 +40,7 @@ def prove(url: str, main_pcrs: dict[int, bytes], ca_cert: Path, *, timeout: floa
     """Attest ``url`` against ``main_pcrs``; then GET / on the same connection."""
     from nitrotls.attestation import Policy
     from nitrotls.client import connect
+    from nitrotls.demo.webapp import GREETING  # here, so `python -m` of the app stays clean
     from nitrotls.nsm import trusted_verifier
 
     policy = Policy(accepted_pcrs=(dict(main_pcrs),), max_age=MAX_DOCUMENT_AGE)

@@ -14,7 +14,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -79,6 +80,7 @@ class Supervisor:
 
     layout: DemoLayout
     base_env: Mapping[str, str]
+    guard: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
     children: list[Child] = field(default_factory=list)
 
     def spawn(
@@ -93,7 +95,7 @@ class Supervisor:
         log = self.layout.logs / f"{name}.log"
         out = self.layout.logs / f"{name}.out" if keep_stdout else None
         environment = {**self.base_env, **(env or {}), MARKER_ENV: str(self.layout.root)}
-        with contextlib.ExitStack() as files:
+        with self.guard(), contextlib.ExitStack() as files:
             err_file = files.enter_context(log.open("wb"))
             out_file = files.enter_context(out.open("wb")) if out is not None else err_file
             process = subprocess.Popen(
@@ -106,9 +108,9 @@ class Supervisor:
                 start_new_session=True,
                 close_fds=True,
             )
-        child = Child(name, tuple(argv), process, log, out)
-        self.children.append(child)
-        self._record()
+            child = Child(name, tuple(argv), process, log, out)
+            self.children.append(child)
+            self._record()
         return child
 
     def wait_exit(self, child: Child, timeout: float) -> int | None:
@@ -184,7 +186,7 @@ def marked_processes(root: Path) -> list[int]:
 
 def _proc_entries() -> Iterable[int]:
     try:
-        names = os.listdir("/proc")
+        names = [entry.name for entry in Path("/proc").iterdir()]
     except OSError:
         return []
     return [int(name) for name in names if name.isdigit()]

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.status import Status
 
-from nitrotls.demo.errors import DemoInterrupted, DemoStageError
+from nitrotls.demo.errors import DemoInterruptedError, DemoStageError
 from nitrotls.demo.ready import NotReadyError
 
 
@@ -59,7 +59,7 @@ class Progress:
             failure = DemoStageError(title, str(error), error.child.tail() if error.child else "")
             self._failed(title, failure)
             raise failure from None
-        except DemoInterrupted:
+        except DemoInterruptedError:
             raise
         except Exception as error:  # any other failure inside a stage: name the stage
             failure = DemoStageError(title, f"{type(error).__name__}: {error}")
@@ -67,16 +67,19 @@ class Progress:
             raise failure from error
         elapsed = time.monotonic() - start
         self.timings[title] = elapsed
-        detail = f"  {escape(stage.detail)}" if stage.detail else ""
         self.console.print(
-            f"[green]✓[/] {escape(title):<24}{detail} [dim]({elapsed:.2f} s)[/]", highlight=False
+            f"[green]✓[/] {escape(title):<21} [dim]{elapsed:5.2f}s[/]  {escape(stage.detail)}",
+            highlight=False,
+            soft_wrap=True,
         )
         for note in stage.notes:
-            self.console.print(f"    [dim]{escape(note)}[/]", highlight=False)
+            self.console.print(f"{'':31}[dim]{escape(note)}[/]", highlight=False, soft_wrap=True)
 
     def _failed(self, title: str, error: DemoStageError) -> None:
         self.console.print(
-            f"[bold red]✗[/] {escape(title):<24}  {escape(error.reason)}", highlight=False
+            f"[bold red]✗[/] {escape(title):<21} [bold red]failed[/]  {escape(error.reason)}",
+            highlight=False,
+            soft_wrap=True,
         )
         if error.tail:
             self.console.print(

@@ -54,6 +54,84 @@ def wait_until(
         interval = min(interval * 2, MAX_INTERVAL)
 
 
+def listens_tcp(child: Child, port: int) -> Callable[[], bool]:
+    """True once ``child`` itself holds a listening TCP socket on ``port``.
+
+    Read from ``/proc`` (no connection is made, so nothing shows up in the child's log, and a
+    stranger already listening on the port does not count). Without ``/proc``, a connect probe.
+    """
+    if not _PROC_NET.is_dir():
+        return tcp_accepts("127.0.0.1", port)
+
+    def check() -> bool:
+        listeners = _tcp_listeners(port)
+        return bool(listeners) and not listeners.isdisjoint(_socket_inodes(child.pid))
+
+    return check
+
+
+def listens_unix(child: Child, path: Path) -> Callable[[], bool]:
+    """True once ``child`` itself listens on the Unix socket ``path`` (``/proc``, as above)."""
+    if not _PROC_NET.is_dir():
+        return unix_accepts(path)
+
+    def check() -> bool:
+        listeners = _unix_listeners(path)
+        return bool(listeners) and not listeners.isdisjoint(_socket_inodes(child.pid))
+
+    return check
+
+
+_PROC_NET = Path("/proc/self/net")
+_TCP_LISTEN = "0A"
+_UNIX_LISTENING = 0x00010000  # __SO_ACCEPTCON
+
+
+def _tcp_listeners(port: int) -> set[int]:
+    """Inodes of sockets in LISTEN state on ``port`` (IPv4 and IPv6)."""
+    found: set[int] = set()
+    for table in ("tcp", "tcp6"):
+        for fields in _rows(_PROC_NET / table):
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            _address, _, port_hex = fields[1].rpartition(":")
+            if int(port_hex, 16) == port:
+                found.add(int(fields[9]))
+    return found
+
+
+def _unix_listeners(path: Path) -> set[int]:
+    found: set[int] = set()
+    for fields in _rows(_PROC_NET / "unix"):
+        if len(fields) >= 8 and fields[7] == str(path) and int(fields[3], 16) & _UNIX_LISTENING:
+            found.add(int(fields[6]))
+    return found
+
+
+def _rows(table: Path) -> list[list[str]]:
+    try:
+        lines = table.read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [line.split() for line in lines]
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets process ``pid`` has open."""
+    directory = Path(f"/proc/{pid}/fd")
+    found: set[int] = set()
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        with contextlib.suppress(OSError, ValueError):
+            target = str(entry.readlink())
+            if target.startswith("socket:["):
+                found.add(int(target[8:-1]))
+    return found
+
+
 def tcp_accepts(host: str, port: int) -> Callable[[], bool]:
     """True once something accepts TCP connections on ``host:port``."""
 

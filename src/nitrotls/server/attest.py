@@ -109,9 +109,7 @@ class RateLimiter:
         """Drop buckets that have refilled: they carry no information."""
         full_after = self.burst / self.rate if self.rate > 0 else float("inf")
         self._buckets = {
-            client: state
-            for client, state in self._buckets.items()
-            if now - state[1] < full_after
+            client: state for client, state in self._buckets.items() if now - state[1] < full_after
         }
 
 

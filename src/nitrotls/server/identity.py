@@ -32,7 +32,12 @@ class ServedIdentity:
 
     @classmethod
     def for_chain(
-        cls, chain: list[bytes] | tuple[bytes, ...], *, bundle_id: bytes, seq: int, name: str,
+        cls,
+        chain: list[bytes] | tuple[bytes, ...],
+        *,
+        bundle_id: bytes,
+        seq: int,
+        name: str,
         insecure: bool = False,
     ) -> ServedIdentity:
         leaf = bytes(chain[0])

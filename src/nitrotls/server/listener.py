@@ -155,8 +155,11 @@ class TLSListener:
             async with asyncio.timeout(grace):
                 await self.registry.wait_empty()
         except TimeoutError:
-            log.warning("%d connections still open after %.1fs; closing them",
-                        len(self.registry.connections), grace)
+            log.warning(
+                "%d connections still open after %.1fs; closing them",
+                len(self.registry.connections),
+                grace,
+            )
             for conn in list(self.registry.connections):
                 transport = getattr(conn, "transport", None)
                 if transport is not None:

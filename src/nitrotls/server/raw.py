@@ -144,8 +144,9 @@ class RawConnection(asyncio.Protocol):
                     lambda: _UpstreamSide(self), self.engine.host, self.engine.port
                 )
         except (OSError, TimeoutError) as error:
-            log.warning("raw upstream %s:%s unreachable: %s", self.engine.host, self.engine.port,
-                        error)
+            log.warning(
+                "raw upstream %s:%s unreachable: %s", self.engine.host, self.engine.port, error
+            )
             self.engine.metrics.upstream_errors += 1
             self.close()
             return
@@ -219,15 +220,24 @@ class AttestOnly:
             self._finish(error_response(error.status).render(keep_alive=False), keep=False)
             return
         attestation = self.engine.attestation
-        if request.framing != NONE or attestation is None or not attestation.matches(
-            request.target
+        if (
+            request.framing != NONE
+            or attestation is None
+            or not attestation.matches(request.target)
         ):
             self._finish(error_response(404).render(keep_alive=False), keep=False)
             return
         self.busy = True
         self.conn.deadline = INF
-        self.engine.spawn(self._answer(attestation, request.method, request.target,
-                                       _header(request.fields, b"accept"), request.keep_alive))
+        self.engine.spawn(
+            self._answer(
+                attestation,
+                request.method,
+                request.target,
+                _header(request.fields, b"accept"),
+                request.keep_alive,
+            )
+        )
 
     async def _answer(
         self,
@@ -237,8 +247,9 @@ class AttestOnly:
         accept: bytes | None,
         keep: bool,
     ) -> None:
-        response = await attestation.respond(method, target, accept, self.served.identity,
-                                             self.peer)
+        response = await attestation.respond(
+            method, target, accept, self.served.identity, self.peer
+        )
         self._finish(response.render(keep_alive=keep, head_only=method == b"HEAD"), keep=keep)
 
     def _finish(self, data: bytes, *, keep: bool) -> None:

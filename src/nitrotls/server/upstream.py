@@ -304,7 +304,11 @@ class UpstreamPool:
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if conn.state == _IDLE and conn.transport is not None and not conn.transport.is_closing():
+            if (
+                conn.state == _IDLE
+                and conn.transport is not None
+                and not conn.transport.is_closing()
+            ):
                 conn.reused = True
                 return conn
         return None

@@ -1,13 +1,14 @@
 """The append-only audit log: one JSON line per request, each chained to the one before.
 
-Every line is canonical JSON (sorted keys, no spaces, ASCII) holding ``seq`` (1, 2, …), ``time``,
-``caller``, ``op``, ``key``, ``context`` (the encryption context), ``pcrs`` (those presented in a
-Recipient document), ``decision`` (allow, deny or error), ``reason``, ``prev`` (the previous
-line's ``hash``; 64 zeros on the first line) and ``hash``: the SHA-256 of the line's canonical
-JSON without ``hash``. Editing a line breaks its own hash; removing or reordering lines breaks
-``prev`` or ``seq``; re-hashing an edited line breaks the next line's ``prev``. Removing lines
-from the end is not detectable from the file alone (keep a copy of the last hash elsewhere if that
-matters). Plaintext, data keys and key material are never part of an entry.
+An entry holds ``v`` (1), ``seq`` (1, 2, …), ``time``, ``caller``, ``op``, ``key``, ``context``
+(the encryption context), ``pcrs`` (those presented in a Recipient document), ``decision`` (allow,
+deny or error), ``reason`` and ``prev`` (the previous line's ``hash``; 64 zeros on the first line).
+Its line is the entry's canonical JSON (sorted keys, no spaces, ASCII) with one more member
+appended last, ``hash``: the SHA-256 (hex) of that canonical JSON. Editing a line breaks its own
+hash; removing or reordering lines breaks ``prev`` or ``seq``; re-hashing an edited line breaks the
+next line's ``prev``. Removing lines from the end is not detectable from the file alone (keep a
+copy of the last hash elsewhere if that matters). Plaintext, data keys and key material are never
+part of an entry.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def canonical(entry: Mapping[str, Any]) -> str:
     return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def entry_hash(entry: Mapping[str, Any]) -> str:
-    body = {name: value for name, value in entry.items() if name != "hash"}
-    return hashlib.sha256(canonical(body).encode()).hexdigest()
+def encode_entry(entry: Mapping[str, Any]) -> tuple[str, str]:
+    """The line (without newline) for an entry that has no ``hash`` yet, and its hash."""
+    body = canonical(entry)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return f'{body[:-1]},"hash":"{digest}"}}', digest
 
 
 class AuditLog:
@@ -79,8 +82,8 @@ class AuditLog:
                 "reason": event.reason[:MAX_TEXT],
                 "prev": self._prev,
             }
-            entry["hash"] = entry_hash(entry)
-            line = (canonical(entry) + "\n").encode()
+            text, digest = encode_entry(entry)
+            line = (text + "\n").encode()
             try:
                 written = os.write(self._fd, line)
                 if written != len(line):
@@ -90,7 +93,7 @@ class AuditLog:
             except OSError as error:
                 raise AuditError(f"cannot append to the audit log {self.path}: {error}") from error
             self._seq += 1
-            self._prev = entry["hash"]
+            self._prev = digest
 
     def close(self) -> None:
         with self._lock:
@@ -181,10 +184,12 @@ def _check_line(raw: bytes, number: int, prev: str) -> str:
         return "the line is not JSON"
     if not isinstance(entry, dict) or not _FIELDS | {"prev", "hash"} <= set(entry):
         return "the line is not an audit entry (fields missing)"
-    if canonical(entry).encode() + b"\n" != raw:
-        return "the line is not in canonical form (it was edited)"
-    if entry["hash"] != entry_hash(entry):
+    claimed = entry.pop("hash")
+    text, digest = encode_entry(entry)
+    if claimed != digest:
         return "the line's content does not match its hash (it was edited)"
+    if text.encode() + b"\n" != raw:
+        return "the line is not in canonical form (it was edited)"
     if entry["prev"] != prev:
         return "the line does not chain to the line before (a line was edited, removed or moved)"
     if entry["seq"] != number:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +31,7 @@ MAX_POLICY_BYTES = 32768
 
 # Operators: name → (match one request value against one policy value, negated?).
 _Matcher = Callable[[str, str], bool]
+_ACCOUNT_ID = re.compile(r"\d{12}")
 
 
 def _glob(pattern: str, flags: int = 0) -> re.Pattern[str]:
@@ -151,6 +152,50 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Principal:
+    """One Principal entry, pre-digested: ``*``, an account, a role, or an exact ARN."""
+
+    kind: str  # "any", "account", "role" or "exact"
+    account: str = ""
+    name: str = ""  # the role name, for "role"
+    arn: str = ""  # the entry itself, for "role" and "exact"
+
+    @classmethod
+    def of(cls, entry: str) -> Principal:
+        if entry == "*":
+            return cls("any")
+        if _ACCOUNT_ID.fullmatch(entry):
+            return cls("account", entry)
+        parts = entry.split(":", 5)
+        if len(parts) != 6:
+            return cls("exact", arn=entry)
+        if parts[5] == "root":
+            return cls("account", parts[4])
+        if parts[5].startswith("role/"):
+            return cls("role", parts[4], parts[5].rsplit("/", 1)[-1], entry)
+        return cls("exact", arn=entry)
+
+    def matches(self, principal: str, caller: list[str]) -> bool:
+        """``caller`` is ``principal.split(":", 5)``, split once per request."""
+        if self.kind == "any":
+            return True
+        if self.kind == "exact" or principal == self.arn:
+            return principal == self.arn
+        if len(caller) != 6 or caller[4] != self.account:
+            return False
+        if self.kind == "account":
+            return True
+        # A role also matches its sessions: arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION.
+        session = caller[5].split("/")
+        return (
+            caller[2] == "sts"
+            and len(session) == 3
+            and session[0] == "assumed-role"
+            and session[1] == self.name
+        )
+
+
+@dataclass(frozen=True)
 class Statement:
     sid: str
     allow: bool
@@ -160,6 +205,15 @@ class Statement:
     resources: tuple[str, ...]
     resources_negated: bool
     conditions: tuple[Condition, ...]
+    _principals: tuple[Principal, ...] = field(init=False, repr=False, compare=False)
+    _actions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _resources: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Compiled once when the policy is stored, not per request.
+        object.__setattr__(self, "_principals", tuple(Principal.of(p) for p in self.principals))
+        object.__setattr__(self, "_actions", tuple(_glob(a, re.IGNORECASE) for a in self.actions))
+        object.__setattr__(self, "_resources", tuple(_glob(r) for r in self.resources))
 
     def applies(self, context: RequestContext) -> bool:
         return (
@@ -170,39 +224,16 @@ class Statement:
         )
 
     def _principal_matches(self, principal: str) -> bool:
-        return any(_principal_match(entry, principal) for entry in self.principals)
+        caller = principal.split(":", 5)
+        return any(entry.matches(principal, caller) for entry in self._principals)
 
     def _action_matches(self, action: str) -> bool:
-        hit = any(_glob(pattern, re.IGNORECASE).match(action) for pattern in self.actions)
+        hit = any(pattern.match(action) for pattern in self._actions)
         return not hit if self.actions_negated else hit
 
     def _resource_matches(self, resource: str) -> bool:
-        hit = any(_glob(pattern).match(resource) for pattern in self.resources)
+        hit = any(pattern.match(resource) for pattern in self._resources)
         return not hit if self.resources_negated else hit
-
-
-def _principal_match(entry: str, principal: str) -> bool:
-    if entry == "*":
-        return True
-    if re.fullmatch(r"\d{12}", entry):
-        entry = f"arn:aws:iam::{entry}:root"
-    if entry == principal:
-        return True
-    parts = entry.split(":", 5)
-    if len(parts) != 6:
-        return False
-    account, resource = parts[4], parts[5]
-    caller = principal.split(":", 5)
-    if len(caller) != 6 or caller[4] != account:
-        return False
-    if resource == "root":
-        return True
-    # A role principal also matches its sessions: arn:aws:sts::ACCT:assumed-role/NAME/SESSION.
-    if resource.startswith("role/") and caller[2] == "sts":
-        role_name = resource.rsplit("/", 1)[-1]
-        session = caller[5].split("/")
-        return len(session) == 3 and session[0] == "assumed-role" and session[1] == role_name
-    return False
 
 
 @dataclass(frozen=True)

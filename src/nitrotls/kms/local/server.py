@@ -13,24 +13,25 @@ import json
 import logging
 import signal
 import socket
+import socketserver
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 from nitrotls.attestation import Verifier
+from nitrotls.kms.local import http11
 from nitrotls.kms.local.audit import AuditLog
 from nitrotls.kms.local.config import ServerConfig
 from nitrotls.kms.local.errors import ConfigError
 from nitrotls.kms.local.recipient import RecipientChecker
-from nitrotls.kms.local.service import Answer, KMSService
+from nitrotls.kms.local.service import KMSService
 from nitrotls.kms.local.sigv4 import WireRequest
 from nitrotls.kms.local.storage import KeyStore
 
@@ -44,97 +45,80 @@ def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"__type": code, "message": message}).encode()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "nitrotls-kms"
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-    server: _HTTPServer
+class _Connection(socketserver.StreamRequestHandler):
+    """One client connection: requests in order, kept alive until either side closes."""
 
-    def version_string(self) -> str:
-        return self.server_version
+    disable_nagle_algorithm = True
+    server: _HTTPServer
 
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.request_timeout)
 
-    def do_POST(self) -> None:
-        body = self._read_body()
-        if body is None:
-            return
-        target = urlsplit(self.path)
-        headers: dict[str, str] = {}
-        for name, value in self.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        request = WireRequest("POST", target.path, target.query, headers, body)
-        self._send(self.server.service.handle(request))
-
-    def do_GET(self) -> None:
-        self._refuse_method()
-
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # noqa: N815
-
-    def _refuse_method(self) -> None:
-        self.close_connection = True
-        message = "The KMS API is POST / with an X-Amz-Target header."
-        self._send(Answer(405, _error_body("UnknownOperationException", message)))
-
-    def _read_body(self) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._send(Answer(411, _error_body("ValidationException", "Send Content-Length.")))
-            return None
+    def handle(self) -> None:
         try:
-            length = int(self.headers.get("Content-Length", ""))
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            message = "A request needs a valid Content-Length header."
-            self._send(Answer(411, _error_body("ValidationException", message)))
-            return None
-        limit = self.server.max_request_bytes
-        if length > limit:
-            self.close_connection = True
-            message = f"The request body is {length} bytes; this server accepts up to {limit}."
-            self._send(Answer(413, _error_body("RequestEntityTooLargeException", message)))
-            return None
-        return self._read_exactly(length)
+            while self._serve_one():
+                pass
+        except OSError:  # the client went away or was too slow (TimeoutError is an OSError)
+            return
+
+    def _serve_one(self) -> bool:
+        """Answer one request; True when the connection stays open for another."""
+        try:
+            head = http11.read_head(self.rfile)
+            if head is None:
+                return False
+            if head.method != "POST":
+                message = "The KMS API is POST / with an X-Amz-Target header."
+                raise http11.HTTPRequestError(405, "UnknownOperationException", message)
+            length = http11.content_length(head, self.server.max_request_bytes)
+            if head.headers.get("expect", "").lower() == "100-continue":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = self._read_exactly(length)
+        except http11.HTTPRequestError as problem:
+            self._send(problem.status, _error_body(problem.code, problem.message), close=True)
+            return False
+        if body is None:
+            return False
+        target = urlsplit(head.target)
+        request = WireRequest(head.method, target.path, target.query, head.headers, body)
+        answer = self.server.service.handle(request)
+        self._send(answer.status, answer.body, close=not head.keep_alive)
+        return head.keep_alive
 
     def _read_exactly(self, length: int) -> bytes | None:
-        deadline = time.monotonic() + self.server.request_timeout
+        """The body, within one request timeout overall (not per read: no trickling)."""
+        timeout = self.server.request_timeout
+        deadline = time.monotonic() + timeout
         chunks: list[bytes] = []
         remaining = length
         while remaining:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.close_connection = True
-                return None
-            self.connection.settimeout(left)
             chunk = self.rfile.read1(min(remaining, 65536))
             if not chunk:
-                self.close_connection = True
                 return None
             chunks.append(chunk)
             remaining -= len(chunk)
-        self.connection.settimeout(self.server.request_timeout)
+            if remaining:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.connection.settimeout(left)
+                timeout = left
+        if timeout != self.server.request_timeout:
+            self.connection.settimeout(self.server.request_timeout)
         return b"".join(chunks)
 
-    def _send(self, answer: Answer) -> None:
-        self.send_response(answer.status)
-        self.send_header("Content-Type", CONTENT_TYPE)
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+    def _send(self, status: int, body: bytes, *, close: bool) -> None:
+        headers = {
+            "Server": "nitrotls-kms",
+            "Content-Type": CONTENT_TYPE,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        }
+        self.wfile.write(http11.response(status, body, headers, close=close))
+        log.debug("%s %s %d", self.client_address[0], "POST /", status)
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class _HTTPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
@@ -147,7 +131,7 @@ class _HTTPServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(config.max_connections)
         self._active: set[socket.socket] = set()
         self._active_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, _Connection)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):

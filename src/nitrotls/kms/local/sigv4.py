@@ -24,6 +24,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "kms"
 MAX_SKEW = timedelta(minutes=15)
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE_RE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
 _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+"
     r"Credential=(?P<credential>[^,\s]+)\s*,\s*"
@@ -126,8 +127,12 @@ def _parse_credential(value: str) -> tuple[str, tuple[str, str, str, str]]:
 
 def _request_time(request: WireRequest, scope: tuple[str, str, str, str], now: datetime) -> str:
     amz_date = request.headers.get("x-amz-date", "").strip()
+    match = _AMZ_DATE_RE.match(amz_date)
     try:
-        when = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC)
+        if match is None:
+            raise ValueError(amz_date)
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError:
         raise _incomplete("X-Amz-Date header must be present as YYYYMMDDTHHMMSSZ.") from None
     if scope[0] != amz_date[:8]:

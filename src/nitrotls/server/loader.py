@@ -1,0 +1,256 @@
+"""From the store to a served TLS context: fetch, verify, KMS-decrypt, open, load, wipe.
+
+A bundle proves itself (the store is untrusted): :func:`nitrotls.bundle.verify` checks the
+generator's attestation against the PCR policy (debug refused), the binding hash, the chain for
+its names now, and that ``seq`` does not fall below the highest this process has served. Only
+then is KMS asked, with this enclave's own attestation, for the data key; the opened PKCS#8 key
+goes into an ``SSLContext`` through :func:`context_from_memory` and every plaintext copy is
+zeroed. :class:`Reloader` polls the store and swaps newer bundles in for new connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nitrotls.attestation import Policy, Verifier
+from nitrotls.bundle import BundleError, DataKeyDecrypter, VerifiedBundle, unseal, verify
+from nitrotls.kms.errors import KMSAccessDeniedError, KMSError, KMSUnavailableError
+from nitrotls.nsm.source import AttestationSource
+from nitrotls.secrets import wipe
+from nitrotls.server.errors import BundleRejectedError, StartupUnavailableError, TLSContextError
+from nitrotls.server.identity import ContextHolder, Served, ServedIdentity
+from nitrotls.server.metrics import Metrics
+from nitrotls.server.tls import ALPN_HTTP1, context_from_memory, policy_context
+from nitrotls.store import BundleStore, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BundleSource:
+    """Everything needed to turn the newest bundle of ``name`` into a served context."""
+
+    store: BundleStore
+    name: str
+    verifier: Verifier
+    generator_policy: Policy
+    kms: DataKeyDecrypter
+    enclave: AttestationSource
+    names: tuple[str, ...] | None = None
+    ca_roots: tuple[bytes, ...] | None = None
+    alpn: tuple[str, ...] = ALPN_HTTP1
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Start-up retries while KMS or the store are unreachable."""
+
+    attempts: int = 6
+    initial: float = 1.0
+    maximum: float = 30.0
+
+    def delays(self) -> list[float]:
+        delay, out = self.initial, []
+        for _ in range(self.attempts - 1):
+            out.append(delay)
+            delay = min(self.maximum, delay * 2)
+        return out
+
+
+class BundleLoader:
+    """Loads bundles for one name, never going backwards in ``seq``."""
+
+    def __init__(self, source: BundleSource, metrics: Metrics, *, min_seq: int = 0) -> None:
+        self.source = source
+        self.metrics = metrics
+        self.highest_seq = min_seq
+        self.current_id: bytes | None = None
+        self._rejected: set[str] = set()
+
+    def load_latest(self, *, newer_than: int | None = None) -> Served | None:
+        """The newest bundle as a :class:`Served`; ``None`` if it is the one already served
+        (or, with ``newer_than``, not newer). Raises typed store, bundle and KMS errors."""
+        source = self.source
+        try:
+            latest = source.store.latest(source.name)
+            self.metrics.store_ok = True
+        except StoreError:
+            self.metrics.store_errors += 1
+            self.metrics.store_ok = False
+            raise
+        if latest is None:
+            raise BundleRejectedError(
+                f"the store holds no bundle named {source.name!r}; run the generator first"
+            )
+        if latest.id in self._rejected:
+            return None
+        try:
+            verified = self._verify(latest.data)
+        except BundleError:
+            self._rejected.add(latest.id)
+            raise
+        if verified.bundle.bundle_id == self.current_id:
+            return None
+        if newer_than is not None and verified.seq <= newer_than:
+            return None
+        served = self._open(verified)
+        self.highest_seq = max(self.highest_seq, verified.seq)
+        self.current_id = verified.bundle.bundle_id
+        return served
+
+    def _verify(self, data: bytes) -> VerifiedBundle:
+        source = self.source
+        return verify(
+            data,
+            source.verifier,
+            source.generator_policy,
+            at=datetime.now(UTC),
+            min_seq=self.highest_seq,
+            names=source.names,
+            ca_roots=source.ca_roots,
+        )
+
+    def _open(self, verified: VerifiedBundle) -> Served:
+        source = self.source
+        try:
+            key = unseal(verified, source.kms, source.enclave)
+            self.metrics.kms_ok = True
+        except KMSError:
+            self.metrics.kms_errors += 1
+            self.metrics.kms_ok = False
+            raise
+        try:
+            context = context_from_memory(list(verified.bundle.chain), key, alpn=source.alpn)
+        finally:
+            wipe(key)
+        identity = ServedIdentity.for_chain(
+            list(verified.bundle.chain),
+            bundle_id=verified.bundle.bundle_id,
+            seq=verified.seq,
+            name=verified.name,
+        )
+        return Served(context, identity)
+
+
+def load_at_start(loader: BundleLoader, retry: Retry, *, sleep=time.sleep) -> Served:  # type: ignore[no-untyped-def]
+    """The first context: retry while KMS or the store are down, then a distinct exit code."""
+    delays = retry.delays()
+    while True:
+        try:
+            served = loader.load_latest()
+        except BundleError as error:
+            raise BundleRejectedError(
+                f"the newest bundle of {loader.source.name!r} was refused: {error}"
+            ) from None
+        except KMSAccessDeniedError:
+            raise
+        except (StoreError, KMSUnavailableError, KMSError) as error:
+            if not delays:
+                raise StartupUnavailableError(
+                    f"gave up after {retry.attempts} attempts: {type(error).__name__}: {error}. "
+                    "Check that the store and KMS are reachable from this enclave (the host's "
+                    "outbound proxy), then start again."
+                ) from None
+            delay = delays.pop(0)
+            log.warning("cannot load the bundle yet (%s); retrying in %.1fs", error, delay)
+            sleep(delay)
+            continue
+        if served is None:  # cannot happen on a fresh loader; fail closed all the same
+            raise BundleRejectedError("no bundle could be loaded")
+        return served
+
+
+class Reloader:
+    """Polls the store every ``interval`` (± ``jitter``) and swaps newer bundles in."""
+
+    def __init__(
+        self,
+        loader: BundleLoader,
+        holder: ContextHolder,
+        metrics: Metrics,
+        *,
+        interval: float = 300.0,
+        jitter: float = 0.1,
+    ) -> None:
+        self.loader = loader
+        self.holder = holder
+        self.metrics = metrics
+        self.interval = interval
+        self.jitter = jitter
+
+    def next_delay(self) -> float:
+        return self.interval * (1 + random.uniform(-self.jitter, self.jitter))
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.next_delay())
+            await self.check()
+
+    async def check(self) -> bool:
+        """One poll; True when a new bundle now serves. Failures are logged and counted."""
+        self.metrics.last_reload_check = time.time()
+        current = self.holder.current()
+        if current is None:
+            return False
+        try:
+            served = await asyncio.to_thread(
+                self.loader.load_latest, newer_than=current.identity.seq
+            )
+        except BundleError as error:
+            self.metrics.reload_rejected += 1
+            log.warning("ignoring a bundle that failed verification: %s", error)
+            return False
+        except (StoreError, KMSError, TLSContextError, BundleRejectedError) as error:
+            log.warning(
+                "reload check failed (%s): still serving seq %d", error, current.identity.seq
+            )
+            return False
+        if served is None:
+            return False
+        self.holder.swap(served)
+        self.metrics.reloads += 1
+        note_served(self.metrics, served)
+        log.info(
+            "now serving bundle seq %d (%s) to new connections",
+            served.identity.seq,
+            served.identity.bundle_id.hex(),
+        )
+        return True
+
+
+def note_served(metrics: Metrics, served: Served) -> None:
+    metrics.bundle_seq = served.identity.seq
+    metrics.not_after = served.identity.not_after.timestamp()
+
+
+def load_insecure(cert_file: Path, key_file: Path, alpn: Sequence[str] = ALPN_HTTP1) -> Served:
+    """``--insecure-bundled-cert``: certificate files baked into the image (development only).
+
+    Whoever has the image has the key; that is why the attestation says
+    ``nitrotls/tls-insecure/1`` and clients refuse it by default.
+    """
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    context = policy_context(alpn)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+        pem = cert_file.read_bytes()
+    except (OSError, ssl.SSLError) as error:
+        raise TLSContextError(
+            f"cannot load {cert_file} / {key_file}: {getattr(error, 'reason', None) or error}"
+        ) from None
+    chain = [
+        c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem)
+    ]
+    identity = ServedIdentity.for_chain(chain, bundle_id=b"", seq=0, name="insecure", insecure=True)
+    return Served(context, identity)
