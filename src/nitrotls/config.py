@@ -6,13 +6,16 @@ refuses unknown sections and keys (a typo must not silently fall back to a defau
 value's type, and runs the section's own ``validate``. Command-line options override fields with
 :func:`override`. Keys may be written ``snake_case`` or ``kebab-case``.
 
-Adding a section: define a frozen dataclass deriving from :class:`Section` and add it to
-:data:`SECTIONS` and to :class:`Config`.
+Adding a section: define a frozen dataclass deriving from :class:`Section`. Sections of the
+building blocks live here, in :data:`SECTIONS` and as fields of :class:`Config`; a role's section
+(``[server]``) lives in the role's package, is named in :data:`ROLE_SECTIONS` and imported only
+when a file uses it, and is read as ``config.server`` all the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import tomllib
 import types
@@ -205,6 +208,14 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     ca: CASection = field(default_factory=CASection)
     path: Path | None = None
+    roles: Mapping[str, Section] = field(default_factory=dict)  # e.g. "server" (ROLE_SECTIONS)
+
+    def __getattr__(self, name: str) -> Section:
+        """``config.server`` and other role sections present in the file."""
+        roles: Mapping[str, Section] = self.__dict__.get("roles") or {}
+        if name in roles:
+            return roles[name]
+        raise AttributeError(f"no [{name}] section in this configuration")
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -213,6 +224,24 @@ SECTIONS: dict[str, type[Section]] = {
     StoreSection.name: StoreSection,
     CASection.name: CASection,
 }
+
+# Sections owned by roles (a building block never imports a role, so these load on demand).
+ROLE_SECTIONS: dict[str, tuple[str, str]] = {
+    "server": ("nitrotls.server.config", "ServerSection"),
+}
+
+
+def section_class(name: str) -> type[Section] | None:
+    """The dataclass of section ``name``, importing a role's module when needed."""
+    if name in SECTIONS:
+        return SECTIONS[name]
+    if name not in ROLE_SECTIONS:
+        return None
+    module, attribute = ROLE_SECTIONS[name]
+    cls = getattr(importlib.import_module(module), attribute)
+    if not (isinstance(cls, type) and issubclass(cls, Section)):
+        raise ConfigError(f"[{name}] is not a configuration section ({module}.{attribute})")
+    return cls
 
 
 def load(path: Path | str | None = None) -> Config:
@@ -239,17 +268,18 @@ def parse(raw: bytes | str, *, path: Path | None = None) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{where} is not valid TOML: {error}") from None
     sections: dict[str, Section] = {}
+    roles: dict[str, Section] = {}
     base = path.parent if path else None
     for key, table in document.items():
-        cls = SECTIONS.get(key)
+        cls = section_class(key)
         if cls is None:
-            raise ConfigError(
-                f"{where} has unknown section [{key}] (known: {', '.join(sorted(SECTIONS))})"
-            )
+            known = ", ".join(sorted([*SECTIONS, *ROLE_SECTIONS]))
+            raise ConfigError(f"{where} has unknown section [{key}] (known: {known})")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: {key} must be a [section], not a value")
-        sections[key] = cls.from_table(table, base=base)
-    return Config(path=path, **sections)  # type: ignore[arg-type]
+        target = sections if key in SECTIONS else roles
+        target[key] = cls.from_table(table, base=base)
+    return Config(path=path, roles=roles, **sections)  # type: ignore[arg-type]
 
 
 S = TypeVar("S", bound=Section)

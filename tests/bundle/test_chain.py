@@ -36,6 +36,7 @@ def test_good_chain_reports_leaf_and_names(pki: tuple[CA, CA]) -> None:
 def test_wildcard_covers_one_label(pki: tuple[CA, CA]) -> None:
     chain = chain_for(pki, ("*.example.test",))
     check_chain(chain, at=NOW, names=["a.example.test"])
+    check_chain(chain, at=NOW, ca_roots=[pki[0].der])  # path checked through a covered name
     for name in ("example.test", "a.b.example.test"):
         with pytest.raises(NameMismatchError):
             check_chain(chain, at=NOW, names=[name])

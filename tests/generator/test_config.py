@@ -128,3 +128,16 @@ def test_to_table_round_trips_through_toml_values(tmp_path: Path) -> None:
     table = config.load(path).generator.to_table()
     assert table["main_pcrs"] == [str(tmp_path / "pcrs" / "main.json")]
     assert GeneratorSection.from_table(table) == config.load(path).generator
+
+
+def test_a_role_section_is_loaded_from_its_package() -> None:
+    loaded = config.parse('[server]\nbundle = "web"\n\n[generator]\ndomains = ["a.test"]\n')
+    server = loaded.server
+    assert type(server).__name__ == "ServerSection"
+    assert isinstance(server, config.Section)
+    assert getattr(server, "bundle") == "web"  # noqa: B009 - a role's own field
+    assert loaded.generator.domains == ("a.test",)
+    with pytest.raises(AttributeError):
+        _ = Config().server
+    with pytest.raises(ConfigError, match="server"):
+        config.parse("[server]\nno_such_key = 1\n")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from nitrotls.kms.cms import open_enveloped
 from nitrotls.kms.local import Credential, LocalKMSServer
-from nitrotls.kms.local.errors import ServiceError
+from nitrotls.kms.local.errors import AuditError, ServiceError
 from nitrotls.kms.local.recipient import RecipientChecker
 from nitrotls.nsm import SimulatedNSM, trusted_verifier
 
@@ -292,3 +292,19 @@ def test_old_recipient_documents_are_refused(make_image: Callable[[str], Path]) 
         checker.check(document, now + timedelta(minutes=6))
     assert caught.value.code == "ValidationException"
     assert "old" in caught.value.message
+
+
+def test_nothing_is_answered_that_the_audit_log_did_not_record(
+    kit: Any, server: LocalKMSServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = kit.boto(server.endpoint_url, kit.admin)
+    key_id = admin.create_key()["KeyMetadata"]["KeyId"]
+
+    def broken(event: object) -> None:
+        raise AuditError("disk full")
+
+    monkeypatch.setattr(server.service.audit, "record", broken)
+    with pytest.raises(ClientError) as caught:
+        admin.generate_data_key(KeyId=key_id, KeySpec="AES_256")
+    assert caught.value.response["Error"]["Code"] == "KMSInternalException"
+    assert "Plaintext" not in caught.value.response

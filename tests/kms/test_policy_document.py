@@ -95,11 +95,15 @@ def test_generator_may_generate_and_main_may_decrypt() -> None:
         "kms:Decrypt",
         {"AWS": ROLE},
     )
-    for statement, measured in ((gen, generator), (dec, main)):
-        assert list(statement["Condition"]) == ["StringEqualsIgnoreCase"]
+    account = statements["GeneratorDecryptAcmeAccount1"]
+    assert (account["Effect"], account["Action"]) == ("Allow", "kms:Decrypt")
+    for statement, measured in ((gen, generator), (dec, main), (account, generator)):
         assert statement["Condition"]["StringEqualsIgnoreCase"] == {
             f"kms:RecipientAttestation:PCR{index}": measured[index].hex() for index in (0, 1, 2)
         }
+    assert list(gen["Condition"]) == ["StringEqualsIgnoreCase"]
+    assert dec["Condition"]["Null"] == {"kms:EncryptionContext:nitrotls:bundle": "false"}
+    assert account["Condition"]["Null"] == {"kms:EncryptionContext:nitrotls:acme-account": "false"}
 
 
 def test_hex_is_lowercase() -> None:

@@ -27,18 +27,28 @@ POLICY = parse_policy(
 )
 
 
-def attested(pcrs: dict[int, bytes] | None, upper: bool = False) -> dict[str, str]:
-    if pcrs is None:
-        return {}
-    values = {f"kms:RecipientAttestation:PCR{i}": value.hex() for i, value in pcrs.items()}
-    values["kms:RecipientAttestation:ImageSha384"] = pcrs[0].hex()
-    return {k: v.upper() for k, v in values.items()} if upper else values
+BUNDLE_CTX = {"nitrotls:bundle": "00" * 16, "nitrotls:name": "app", "nitrotls:spki-sha384": "ab"}
+ACCOUNT_CTX = {"nitrotls:acme-account": "cd" * 32, "nitrotls:spki-sha384": "ef"}
+
+
+def attested(
+    pcrs: dict[int, bytes] | None, upper: bool = False, context: dict[str, str] | None = None
+) -> dict[str, str | tuple[str, ...]]:
+    values: dict[str, str | tuple[str, ...]] = {}
+    if pcrs is not None:
+        pcr_values = {f"kms:RecipientAttestation:PCR{i}": v.hex() for i, v in pcrs.items()}
+        pcr_values["kms:RecipientAttestation:ImageSha384"] = pcrs[0].hex()
+        values.update({k: v.upper() for k, v in pcr_values.items()} if upper else pcr_values)
+    context = BUNDLE_CTX if context is None else context
+    values.update({f"kms:EncryptionContext:{k}": v for k, v in context.items()})
+    values["kms:EncryptionContextKeys"] = tuple(context)
+    return values
 
 
 CASES = [
     ("generator gets a data key", SESSION, "GenerateDataKey", GENERATOR, True, "Generator"),
     ("generator role ARN itself", ROLE, "GenerateDataKey", GENERATOR, True, "Generator"),
-    ("generator may not decrypt", SESSION, "Decrypt", GENERATOR, False, "no statement"),
+    ("generator may not decrypt a bundle", SESSION, "Decrypt", GENERATOR, False, "no statement"),
     ("main v1 decrypts", SESSION, "Decrypt", MAIN_V1, True, "MainEnclaveDecrypt1"),
     ("main v2 decrypts", SESSION, "Decrypt", MAIN_V2, True, "MainEnclaveDecrypt2"),
     ("main may not generate", SESSION, "GenerateDataKey", MAIN_V1, False, "no statement"),
@@ -74,3 +84,22 @@ def test_decisions(
 def test_pcr_values_compare_ignoring_case() -> None:
     context = RequestContext("kms:Decrypt", SESSION, KEY, attested(MAIN_V1, upper=True))
     assert POLICY.evaluate(context).allowed
+
+
+@pytest.mark.parametrize(
+    ("pcrs", "context", "allowed"),
+    [
+        (GENERATOR, ACCOUNT_CTX, True),
+        (GENERATOR, BUNDLE_CTX, False),
+        (MAIN_V1, ACCOUNT_CTX, False),
+        (MAIN_V1, {}, False),
+        (GENERATOR, {}, False),
+    ],
+    ids=["generator-own-account", "generator-bundle", "main-account", "main-no-ctx", "gen-no-ctx"],
+)
+def test_decrypt_is_scoped_by_encryption_context(
+    pcrs: dict[int, bytes], context: dict[str, str], allowed: bool
+) -> None:
+    """Main enclaves open bundles only; the generator reopens only its sealed ACME account."""
+    request = RequestContext("kms:Decrypt", SESSION, KEY, attested(pcrs, context=context))
+    assert POLICY.evaluate(request).allowed is allowed

@@ -68,9 +68,8 @@ async def attest_on(
     nonce: bytes,
     accept: str = "application/cose",
 ) -> tuple[int, dict[str, str], bytes]:
-    writer.write(
-        f"GET {PATH}?nonce={b64url(nonce)} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n".encode()
-    )
+    target = f"{PATH}?nonce={b64url(nonce)}"
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n".encode())
     return await read_response(reader)
 
 

@@ -213,13 +213,16 @@ def test_head_and_empty_bodies(pki: PKI) -> None:
 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
-        async with upstream_server(empty) as up, running(options(up.url), holder) as server:
-            async with client(pki, port_of(server)) as http:
-                head = await http.head("/")
-                assert head.status_code == 200
-                assert head.headers["content-length"] == "42"
-                get = await http.get("/")
-                assert get.status_code == 200 and get.content == b""
+        async with (
+            upstream_server(empty) as up,
+            running(options(up.url), holder) as server,
+            client(pki, port_of(server)) as http,
+        ):
+            head = await http.head("/")
+            assert head.status_code == 200
+            assert head.headers["content-length"] == "42"
+            get = await http.get("/")
+            assert get.status_code == 200 and get.content == b""
 
     asyncio.run(scenario())
 

@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
 from nitrotls import __version__, home
-from nitrotls.cli import (
-    attestation,
-    bundle,
-    demo,
-    enclave,
-    generator,
-    host,
-    kms,
-    serve,
-    verify,
-)
 from nitrotls.cli.output import run_guarded
 
+# name -> (module under nitrotls.cli, attribute): imported only when the command runs, so a
+# process that runs one command does not pay for importing every role (boto3, uvicorn, acme…).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "attestation": ("attestation", "group"),
+    "kms": ("kms", "group"),
+    "bundle": ("bundle", "group"),
+    "generator": ("generator", "group"),
+    "host": ("host", "group"),
+    "enclave": ("enclave", "group"),
+    "serve": ("serve", "command"),
+    "verify": ("verify", "command"),
+    "demo": ("demo", "command"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[cmd_name]
+        module = importlib.import_module(f"nitrotls.cli.{module_name}")
+        command = getattr(module, attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nitrotls")
 @click.option(
     "--home",
@@ -47,16 +67,6 @@ def cli(home_dir: Path | None, enclave_spec: str | None) -> None:
 
     set_enclave(enclave_spec)  # validated now; roles call nitrotls.nsm.enclave_from_spec(None)
 
-
-cli.add_command(attestation.group)
-cli.add_command(kms.group)
-cli.add_command(bundle.group)
-cli.add_command(generator.group)
-cli.add_command(host.group)
-cli.add_command(enclave.group)
-cli.add_command(serve.command)
-cli.add_command(verify.command)
-cli.add_command(demo.command)
 
 
 def main() -> None:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from nitrotls import config as config_module
 from nitrotls.cli.output import print_json
+
+if TYPE_CHECKING:
+    from nitrotls.generator import Outcome
 
 
 @click.group(name="generator")
@@ -121,9 +126,9 @@ def run(
     stop = threading.Event()
     try:
         if once:
-            outcome = issuer_outcome(Runner(issuer, log=log, stop=stop).once(force=force))
+            outcome = Runner(issuer, log=log, stop=stop).once(force=force)
             if settings.generator.log_json:
-                print_json(outcome)
+                print_json(_outcome_json(outcome))
             return
         _stop_on_signals(stop)
         Runner(issuer, log=log, stop=stop).forever(force=force)
@@ -131,17 +136,10 @@ def run(
         issuer.close()
 
 
-def issuer_outcome(outcome: object) -> dict[str, object]:
+def _outcome_json(outcome: Outcome) -> dict[str, object]:
     """The outcome as plain JSON values."""
-    from dataclasses import asdict
-
-    from nitrotls.generator import Outcome
-
-    if not isinstance(outcome, Outcome):
-        return {}
     values = asdict(outcome)
-    if outcome.not_after is not None:
-        values["not_after"] = outcome.not_after.isoformat()
+    values["not_after"] = outcome.not_after.isoformat() if outcome.not_after else None
     return values
 
 

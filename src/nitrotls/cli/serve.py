@@ -60,6 +60,11 @@ _PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--upstream-timeout", type=float, help="Seconds of upstream silence before 504.")
 @click.option("--grace", type=float, help="Graceful shutdown seconds.")
 @click.option("--reload-interval", type=float, help="Store poll interval in seconds.")
+@click.option(
+    "--start-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts to reach the store and KMS at start-up (default 6).",
+)
 @click.option("--alpn", "raw_alpn", multiple=True, help="Extra ALPN value in tcp:// mode (repeat).")
 @click.option(
     "--one-shot",

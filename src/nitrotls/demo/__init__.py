@@ -11,7 +11,8 @@ public address. See docs/demo.md.
 """
 
 from nitrotls.demo.errors import DemoError, DemoInterruptedError, DemoStageError
-from nitrotls.demo.orchestrator import BUNDLE_NAME, DOMAIN, DemoOptions, DemoResult
+from nitrotls.demo.layout import BUNDLE_NAME, DOMAIN
+from nitrotls.demo.orchestrator import DemoOptions, DemoResult
 from nitrotls.demo.procs import MARKER_ENV
 from nitrotls.demo.run import run_demo
 

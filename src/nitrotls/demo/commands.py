@@ -45,9 +45,10 @@ class Commands:
         ]  # fmt: skip
 
     def inbound(self, port: int) -> list[str]:
+        """Public TCP → the main enclave's vsock, bytes only, with a PROXY v2 header first."""
         return [
             *self.base, "host", "inbound", "--listen", f"tcp://127.0.0.1:{port}",
-            "--to", MAIN_VSOCK, "--drain", DRAIN,
+            "--to", MAIN_VSOCK, "--proxy-protocol", "--drain", DRAIN,
         ]  # fmt: skip
 
     def acme_responder(self, store: str, port: int) -> list[str]:
@@ -96,15 +97,19 @@ class Commands:
         name: str,
         store: str,
         generator_pcrs: Path,
+        ca_cert: Path,
         kms_endpoint: str,
         upstream_port: int,
+        health_port: int,
     ) -> list[str]:
         return [
             *self.base, "--enclave", f"simulated:{image}", "serve",
             "--store", store, "--name", name, "--generator-pcrs", str(generator_pcrs),
+            "--ca-cert", str(ca_cert), "--dev",
             "--kms-endpoint", kms_endpoint, "--kms-region", "us-east-1",
-            "--listen", MAIN_VSOCK, "--upstream", f"http://127.0.0.1:{upstream_port}",
-            "--dev",
+            "--listen", MAIN_VSOCK, "--proxy-protocol",
+            "--upstream", f"http://127.0.0.1:{upstream_port}",
+            "--health", f"tcp://127.0.0.1:{health_port}", "--grace", DRAIN,
         ]  # fmt: skip
 
     def webapp(self, port: int) -> list[str]:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from nitrotls import home
 
+BUNDLE_NAME = "demo"
+DOMAIN = "localhost"  # resolves to this machine everywhere, and Pebble accepts it
+
 
 @dataclass(frozen=True)
 class DemoLayout:

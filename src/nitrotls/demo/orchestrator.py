@@ -1,21 +1,21 @@
-"""``nitrotls demo``: the whole system on one machine, started stage by stage, then proven.
+"""``nitrotls demo``: the whole system on one machine, started at once, checked stage by stage.
 
-The host side comes first (local KMS, a CA, the outbound and inbound proxies), then the KMS key
-whose policy names the two enclave images, then the generator enclave (which issues or reuses
-the bundle), the main enclave behind the inbound proxy, and finally an attested client on the
-public address. Enclave processes reach KMS and the CA only through ``enclave forward`` →
-``host outbound`` (allow-listed) over the development vsock mapping. Every child is stopped on
-the way out, whatever the way out is.
+Every long-running process is launched right after ``prepare`` (they start in parallel); then
+each stage waits for its own process to be ready, in the order a reader follows the system: the
+host side (local KMS, a CA, the outbound and inbound proxies), the KMS key whose policy names
+the two enclave images, the generator enclave (issues or reuses the bundle), the main enclave
+behind the inbound proxy, and an attested client on the public address. Enclave processes reach
+KMS and the CA only through ``enclave forward`` → ``host outbound`` (allow-listed) over the
+development vsock mapping. Every child is stopped on the way out, whatever the way out is.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,18 +23,19 @@ from rich.console import Console
 
 from nitrotls import home
 from nitrotls.demo import images, kmskey, pebble, roots
-from nitrotls.demo.commands import Commands, nitrotls_command
+from nitrotls.demo.commands import MAIN_VSOCK, OUTBOUND_VSOCK, Commands, nitrotls_command
 from nitrotls.demo.errors import DemoStageError
-from nitrotls.demo.layout import DemoLayout
+from nitrotls.demo.files import vsock_path, write_allowlist, write_endpoint
+from nitrotls.demo.layout import BUNDLE_NAME, DOMAIN, DemoLayout
+from nitrotls.demo.plan import CAPlan, PortPlan, plan_ca
 from nitrotls.demo.probe import Proof, prove
 from nitrotls.demo.procs import Child, Supervisor
 from nitrotls.demo.progress import Progress, Stage
 from nitrotls.demo.ready import http_answers, listens_tcp, listens_unix, wait_until
 from nitrotls.demo.state import DemoState, RunRecord
 
-BUNDLE_NAME = "demo"
-DOMAIN = "localhost"
 MAIN_CID, MAIN_PORT = 16, 443
+OUTBOUND_CID, OUTBOUND_PORT = 3, 8000
 _DROP_ENV = ("NITROTLS_ENCLAVE", "NITROTLS_CONFIG", "NITROTLS_VSOCK", "NITROTLS_TEST_PAUSE_AT")
 
 
@@ -67,22 +68,6 @@ class DemoResult:
     bundle_seq: int | None
 
 
-@dataclass
-class Ports:
-    """Free TCP ports on 127.0.0.1, each handed out once."""
-
-    taken: set[int] = field(default_factory=set)
-
-    def next(self) -> int:
-        while True:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = int(probe.getsockname()[1])
-            if port not in self.taken:
-                self.taken.add(port)
-                return port
-
-
 def child_environment() -> dict[str, str]:
     """The children's environment: this one, minus proxies and credentials, plus the dev links."""
     env = {
@@ -103,7 +88,7 @@ def child_environment() -> dict[str, str]:
 
 
 class Demo:
-    """One run. Call :meth:`start` inside ``with Supervisor(...)``; it returns the result."""
+    """One run. :meth:`start` brings everything up and returns what was proven."""
 
     def __init__(
         self,
@@ -119,21 +104,27 @@ class Demo:
         self.progress = progress
         self.console = console
         self.commands = Commands(nitrotls_command())
-        self.ports = Ports({options.port})
+        self.ports = PortPlan.choose(options.port)
         self.state = DemoState.load(layout.state)
         self.credentials = kmskey.Credentials.fresh()
         self.started = time.monotonic()
         self.pcrs: dict[str, dict[int, bytes]] = {}
-        self.kms_port = 0
-        self.ca_kind = "local"
+        self.ca = CAPlan("local", False, "", False, "")
         self.pebble: pebble.PebbleSetup | None = None
-        self.responder_port = 0
+        self.procs: dict[str, Child] = {}
         self.key_id = ""
-        self.key_created = False
         self.issued = False
         self.bundle_seq: int | None = None
         self.ca_cert = layout.ca / "ca.pem"
         self.serving: list[Child] = []
+
+    @property
+    def url(self) -> str:
+        return f"https://{DOMAIN}:{self.options.port}"
+
+    @property
+    def kms_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.kms}"
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -142,45 +133,17 @@ class Demo:
         self.layout.endpoint.unlink(missing_ok=True)
         self._prepare()
         self._local_kms()
-        self._ca()
+        self._ca_stage()
         self._outbound()
-        if self.pebble is not None:
+        if "host-acme-responder" in self.procs:
             self._acme_responder()
         self._inbound()
         self._kms_key()
         self._generator()
+        self._webapp()
         self._main_enclave()
         proof = self._attested_connection()
-        seconds = time.monotonic() - self.started
-        previous = self.state.last_run
-        record = RunRecord(
-            started=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=round(seconds, 3),
-            issued=self.issued,
-            ca=self.ca_kind,
-        )
-        self.state = self.state.with_run(record)
-        self.state.save(self.layout.state)
-        result = DemoResult(
-            url=self.url,
-            ca_cert=self.ca_cert,
-            main_pcrs=self.pcrs["main"],
-            generator_pcrs=self.pcrs["generator"],
-            layout=self.layout,
-            ca_kind=self.ca_kind,
-            issued=self.issued,
-            seconds=seconds,
-            previous=previous,
-            proof=proof,
-            kms_key_id=self.key_id,
-            bundle_seq=self.bundle_seq,
-        )
-        write_endpoint(result)
-        return result
-
-    @property
-    def url(self) -> str:
-        return f"https://{DOMAIN}:{self.options.port}"
+        return self._finish(proof)
 
     def watch_serving(self, poll: float = 0.5) -> None:
         """While serving: return never; raise DemoStageError if a serving process ends."""
@@ -190,7 +153,34 @@ class Demo:
                     raise DemoStageError("serving", child.exit_reason(), child.tail())
             time.sleep(poll)
 
-    # -- stages ----------------------------------------------------------------------------
+    def _finish(self, proof: Proof) -> DemoResult:
+        seconds = time.monotonic() - self.started
+        previous = self.state.last_run
+        record = RunRecord(
+            started=datetime.now(UTC).isoformat(timespec="seconds"),
+            seconds=round(seconds, 3),
+            issued=self.issued,
+            ca=self.ca.kind,
+        )
+        self.state = self.state.with_run(record)
+        self.state.save(self.layout.state)
+        write_endpoint(self.layout, self.url, self.ca_cert)
+        return DemoResult(
+            url=self.url,
+            ca_cert=self.ca_cert,
+            main_pcrs=self.pcrs["main"],
+            generator_pcrs=self.pcrs["generator"],
+            layout=self.layout,
+            ca_kind=self.ca.kind,
+            issued=self.issued,
+            seconds=seconds,
+            previous=previous,
+            proof=proof,
+            kms_key_id=self.key_id,
+            bundle_seq=self.bundle_seq,
+        )
+
+    # -- prepare and launch ----------------------------------------------------------------
 
     def _prepare(self) -> None:
         with self.progress.stage("prepare") as stage:
@@ -201,91 +191,121 @@ class Demo:
                 self.pcrs[role] = images.write_image(self.layout.image(role), role)
                 images.write_pcrs_file(self.layout.pcrs_file(role), self.pcrs[role])
             kmskey.write_server_config(self.layout.etc / "kms.toml", self.layout.kms_data)
-            stage.detail = f"images and PCRs under {self.layout.root}"
+            self.ca = plan_ca(self._ca_kind(), self.layout, self.state, self.pcrs["generator"][0])
+            if self.ca.kind == "local":
+                from nitrotls.ca import LocalCA
+
+                LocalCA()  # its root, made here once; the generator loads it
+            else:
+                self.pebble = self._pebble_setup()
+            write_allowlist(self.layout.etc / "allow.toml", self._allowed())
+            self._launch()
+            stage.detail = f"{len(self.procs)} processes starting; state under {self.layout.root}"
             stage.note(f"simulated NSM dev root sha256:{dev_root.hex()[:16]}…")
+
+    def _ca_kind(self) -> str:
+        choice, available = self.options.ca, pebble.pebble_path() is not None
+        if choice == "pebble" and not available:
+            raise DemoStageError("prepare", "--ca pebble, but the 'pebble' tool is not installed")
+        return "pebble" if available and choice != "local" else "local"
+
+    def _pebble_setup(self) -> pebble.PebbleSetup:
+        executable = pebble.pebble_path()
+        assert executable is not None
+        return pebble.prepare(
+            self.layout.ca / "pebble",
+            executable,
+            acme_port=self.ports.acme,
+            management_port=self.ports.acme_management,
+            http_port=self.ports.responder,
+            tls_port=self.ports.acme_tls,
+        )
+
+    def _allowed(self) -> list[str]:
+        allowed = [f"127.0.0.1:{self.ports.kms}"]
+        if self.pebble is not None:
+            allowed.append(f"127.0.0.1:{self.ports.acme}")
+        return allowed
+
+    def _launch(self) -> None:
+        """Start every long-running process now; the stages below wait for each in turn."""
+        ports, commands = self.ports, self.commands
+        kms = f"127.0.0.1:{ports.kms}"
+        self._spawn(
+            "kms",
+            commands.kms_serve(self.layout.etc / "kms.toml", ports.kms),
+            env=self.credentials.server_env(),
+        )
+        if self.pebble is not None and self.ca.needed:
+            self._launch_ca()
+        self._spawn("host-outbound", commands.outbound(self.layout.etc / "allow.toml"))
+        self._spawn("host-inbound", commands.inbound(ports.public))
+        self._spawn("generator-forward-kms", commands.forward(ports.generator_kms, kms))
+        self._spawn("webapp", commands.webapp(ports.webapp))
+        self._spawn("main-forward-kms", commands.forward(ports.main_kms, kms))
+
+    def _launch_ca(self) -> None:
+        assert self.pebble is not None
+        ports, commands = self.ports, self.commands
+        self._spawn("pebble", self.pebble.argv, env=pebble.ENV)
+        responder = commands.acme_responder(self.layout.store_spec, ports.responder)
+        self._spawn("host-acme-responder", responder)
+        acme = f"127.0.0.1:{ports.acme}"
+        self._spawn("generator-forward-acme", commands.forward(ports.generator_acme, acme))
+
+    def _spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+        child = self.sup.spawn(name, argv, env=env)
+        self.procs[name] = child
+        return child
+
+    # -- the host --------------------------------------------------------------------------
 
     def _local_kms(self) -> None:
         with self.progress.stage("local KMS") as stage:
-            self.kms_port = self.ports.next()
-            child = self.sup.spawn(
-                "kms",
-                self.commands.kms_serve(self.layout.etc / "kms.toml", self.kms_port),
-                env=self.credentials.server_env(),
-            )
             stage.waiting(f"waiting for {self.kms_url}")
-            self._wait(listens_tcp(child, self.kms_port), f"the KMS at {self.kms_url}", [child])
+            self._wait_tcp(self.procs["kms"], self.ports.kms)
             stage.detail = f"{self.kms_url} (attestation-checking, dev root trusted)"
 
-    @property
-    def kms_url(self) -> str:
-        return f"http://127.0.0.1:{self.kms_port}"
-
-    def _ca(self) -> None:
-        executable = pebble.pebble_path()
-        choice = self.options.ca
-        if choice == "pebble" and executable is None:
-            with self.progress.stage("CA"):
-                raise DemoStageError("CA", "--ca pebble, but the 'pebble' tool is not installed")
-        if choice == "local" or executable is None:
+    def _ca_stage(self) -> None:
+        if self.pebble is None:
             with self.progress.stage("CA") as stage:
-                from nitrotls.ca import LocalCA
-
-                LocalCA()  # the root, made here once; the generator loads it
-                self.ca_kind = "local"
                 stage.detail = "the local dev CA (root under the data directory)"
-                if choice == "auto":
-                    stage.note("Pebble is not installed: using the local dev CA instead")
+                if self.options.ca == "auto":
+                    stage.note("Pebble is not installed: the local dev CA signs instead")
             return
         with self.progress.stage("CA (Pebble)") as stage:
-            self.ca_kind = "pebble"
-            self.responder_port = self.ports.next()
-            setup = pebble.prepare(
-                self.layout.ca / "pebble",
-                executable,
-                acme_port=self.ports.next(),
-                management_port=self.ports.next(),
-                http_port=self.responder_port,
-                tls_port=self.ports.next(),
-            )
-            child = self.sup.spawn("pebble", setup.argv, env=pebble.ENV)
-            stage.waiting(f"waiting for {setup.directory_url}")
-            check = http_answers(setup.directory_url, verify=setup.ssl_context(), status=200)
-            self._wait(check, f"Pebble's directory {setup.directory_url}", [child])
-            pebble.save_roots(self.layout.ca / "pebble", pebble.fetch_roots(setup))
-            self.pebble = setup
-            stage.detail = f"ACME at {setup.directory_url}"
+            if "pebble" not in self.procs:
+                stage.detail = f"not started: {self.ca.reason}"
+                return
+            self._await_pebble(stage)
+            stage.detail = f"ACME at {self.pebble.directory_url}"
+
+    def _await_pebble(self, stage: Stage) -> None:
+        assert self.pebble is not None
+        url = self.pebble.directory_url
+        stage.waiting(f"waiting for {url}")
+        check = http_answers(url, verify=self.pebble.ssl_context(), status=200)
+        self._wait(check, f"answering at {url}", [self.procs["pebble"]])
+        pebble.save_roots(self.layout.ca / "pebble", pebble.fetch_roots(self.pebble))
 
     def _outbound(self) -> None:
         with self.progress.stage("host outbound proxy") as stage:
-            allowed = [f"127.0.0.1:{self.kms_port}"]
-            if self.pebble is not None:
-                allowed.append(f"127.0.0.1:{self.pebble.acme_port}")
-            allow = self.layout.etc / "allow.toml"
-            write_allowlist(allow, allowed)
-            child = self.sup.spawn("host-outbound", self.commands.outbound(allow))
-            path = vsock_path(3, 8000)
-            stage.waiting("waiting for vsock://3:8000")
-            self._wait(listens_unix(child, path), "the outbound proxy on vsock://3:8000", [child])
-            stage.detail = f"vsock://3:8000 → only {', '.join(allowed)}"
+            child = self.procs["host-outbound"]
+            path = vsock_path(OUTBOUND_CID, OUTBOUND_PORT)
+            self._wait(listens_unix(child, path), f"listening on {OUTBOUND_VSOCK}", [child])
+            stage.detail = f"{OUTBOUND_VSOCK} → only {', '.join(self._allowed())}"
             self.serving.append(child)
 
     def _acme_responder(self) -> None:
         with self.progress.stage("host ACME responder") as stage:
-            child = self.sup.spawn(
-                "host-acme-responder",
-                self.commands.acme_responder(self.layout.store_spec, self.responder_port),
-            )
-            port = self.responder_port
-            self._wait(listens_tcp(child, port), f"the ACME responder on :{port}", [child])
-            stage.detail = f"HTTP-01 tokens from the store on 127.0.0.1:{self.responder_port}"
+            self._wait_tcp(self.procs["host-acme-responder"], self.ports.responder)
+            stage.detail = f"HTTP-01 tokens from the store on 127.0.0.1:{self.ports.responder}"
 
     def _inbound(self) -> None:
         with self.progress.stage("host inbound proxy") as stage:
-            port = self.options.port
-            child = self.sup.spawn("host-inbound", self.commands.inbound(port))
-            stage.waiting(f"waiting for 127.0.0.1:{port}")
-            self._wait(listens_tcp(child, port), f"the inbound proxy on :{port}", [child])
-            stage.detail = f"tcp://127.0.0.1:{port} → vsock://{MAIN_CID}:{MAIN_PORT} (bytes only)"
+            child = self.procs["host-inbound"]
+            self._wait_tcp(child, self.ports.public)
+            stage.detail = f"tcp://127.0.0.1:{self.ports.public} → {MAIN_VSOCK} (bytes only)"
             self.serving.append(child)
 
     def _kms_key(self) -> None:
@@ -295,7 +315,8 @@ class Demo:
                 self.kms_url, self.credentials, policy, self.state.kms_key_id
             )
             self.key_id = result.key_id
-            self.key_created = result.created
+            if result.created and not self.ca.force:
+                self.ca = replace(self.ca, needed=True, force=True, reason="new KMS key")
             self.state = replace(self.state, kms_key_id=result.key_id)
             self.state.save(self.layout.state)
             how = "created" if result.created else "reused"
@@ -304,65 +325,74 @@ class Demo:
             stage.detail = f"{result.key_id} ({how})"
             stage.note("policy: generator PCRs may GenerateDataKey, main PCRs may Decrypt")
 
+    # -- the enclaves ----------------------------------------------------------------------
+
     def _generator(self) -> None:
         with self.progress.stage("generator enclave") as stage:
-            kms_forward = self.ports.next()
+            if self.pebble is not None and self.ca.needed and "pebble" not in self.procs:
+                stage.note(f"starting Pebble after all: {self.ca.reason}")
+                self._launch_ca()
+                self._await_pebble(stage)
+                self._wait_tcp(self.procs["host-acme-responder"], self.ports.responder)
             forwarders = [
-                self._forwarder("generator-forward-kms", kms_forward, f"127.0.0.1:{self.kms_port}")
+                self.procs[name]
+                for name in ("generator-forward-kms", "generator-forward-acme")
+                if name in self.procs
             ]
-            ca, ca_bundle = "local", None
-            if self.pebble is not None:
-                acme_forward = self.ports.next()
-                destination = f"127.0.0.1:{self.pebble.acme_port}"
-                forwarders.append(
-                    self._forwarder("generator-forward-acme", acme_forward, destination)
-                )
-                ca = f"acme:https://127.0.0.1:{acme_forward}/dir"
-                ca_bundle = self.pebble.tls_ca
-            issued_with = f"{self.ca_kind}:{self.pcrs['generator'][0].hex()}"
-            force = self.key_created or self.state.issued_with != issued_with
-            argv = self.commands.generator(
-                self.layout.image("generator"),
-                name=BUNDLE_NAME,
-                domain=DOMAIN,
-                ca=ca,
-                ca_bundle=ca_bundle,
-                kms_endpoint=f"http://127.0.0.1:{kms_forward}",
-                kms_key_id=self.key_id,
-                store=self.layout.store_spec,
-                main_pcrs=self.layout.pcrs_file("main"),
-                force=force,
-            )
             for child in forwarders:
-                self._wait(listens_tcp(child, _port_of(child)), child.name, [child])
-            generator = self.sup.spawn("generator", argv, env=self.credentials.enclave_env(),
-                                       keep_stdout=True)  # fmt: skip
+                self._wait_tcp(child, _port_of(child))
+            generator = self.sup.spawn(
+                "generator", self._generator_argv(), env=self.credentials.enclave_env(),
+                keep_stdout=True,
+            )  # fmt: skip
             stage.waiting("issuing or checking the bundle (key → seal → CSR → CA → bind → publish)")
-            status = self.sup.wait_exit(generator, self.options.issue_timeout)
-            if status is None:
-                raise DemoStageError(
-                    stage.title,
-                    f"the generator did not finish within {self.options.issue_timeout:g} s",
-                    generator.tail(),
-                )
-            if status != 0:
-                raise DemoStageError(stage.title, generator.exit_reason(), generator.tail())
-            outcome = _outcome(generator)
-            self.issued = bool(outcome.get("issued"))
-            seq = outcome.get("seq")
-            self.bundle_seq = seq if isinstance(seq, int) else None
-            self.sup.stop(forwarders)
-            if self.issued:
-                self.state = replace(self.state, issued_with=issued_with)
-                self.state.save(self.layout.state)
+            self._await_generator(stage, generator)
+            self.sup.stop(forwarders)  # the generator enclave's work is done
             self._publish_ca_root(stage)
-            reason = str(outcome.get("reason") or "")
             if self.issued:
                 stage.detail = f"issued bundle {BUNDLE_NAME!r} seq {self.bundle_seq}"
             else:
                 stage.detail = f"reused bundle {BUNDLE_NAME!r} seq {self.bundle_seq}"
-                if reason:
-                    stage.note(reason)
+
+    def _generator_argv(self) -> list[str]:
+        ca, ca_bundle = "local", None
+        if self.pebble is not None:
+            ca = f"acme:https://127.0.0.1:{self.ports.generator_acme}/dir"
+            ca_bundle = self.pebble.tls_ca
+        return self.commands.generator(
+            self.layout.image("generator"),
+            name=BUNDLE_NAME,
+            domain=DOMAIN,
+            ca=ca,
+            ca_bundle=ca_bundle,
+            kms_endpoint=f"http://127.0.0.1:{self.ports.generator_kms}",
+            kms_key_id=self.key_id,
+            store=self.layout.store_spec,
+            main_pcrs=self.layout.pcrs_file("main"),
+            force=self.ca.force,
+        )
+
+    def _await_generator(self, stage: Stage, generator: Child) -> None:
+        status = self.sup.wait_exit(generator, self.options.issue_timeout)
+        if status is None:
+            raise DemoStageError(
+                stage.title,
+                f"the generator did not finish within {self.options.issue_timeout:g} s",
+                generator.tail(),
+            )
+        if status != 0:
+            tail = generator.tail()
+            last = tail.strip().splitlines()[-1] if tail.strip() else ""
+            raise DemoStageError(stage.title, f"{generator.exit_reason()}: {last}", tail)
+        outcome = _outcome(generator)
+        self.issued = bool(outcome.get("issued"))
+        seq = outcome.get("seq")
+        self.bundle_seq = seq if isinstance(seq, int) else None
+        if self.issued:
+            self.state = replace(self.state, issued_with=self.ca.issued_with)
+            self.state.save(self.layout.state)
+        elif outcome.get("reason"):
+            stage.note(f"not due: {outcome['reason']}")
 
     def _publish_ca_root(self, stage: Stage) -> None:
         from nitrotls.bundle import decode
@@ -386,33 +416,35 @@ class Demo:
             )
         roots.publish_root(root, self.ca_cert)
 
-    def _main_enclave(self) -> None:
+    def _webapp(self) -> None:
         with self.progress.stage("upstream web app") as stage:
-            app_port = self.ports.next()
-            app = self.sup.spawn("webapp", self.commands.webapp(app_port))
-            self._wait(listens_tcp(app, app_port), "the web app", [app])
-            stage.detail = f"http://127.0.0.1:{app_port} (inside the main enclave)"
+            app = self.procs["webapp"]
+            self._wait_tcp(app, self.ports.webapp)
+            stage.detail = f"http://127.0.0.1:{self.ports.webapp} (inside the main enclave)"
             self.serving.append(app)
+
+    def _main_enclave(self) -> None:
         with self.progress.stage("main enclave") as stage:
-            kms_forward = self.ports.next()
-            forwarder = self._forwarder(
-                "main-forward-kms", kms_forward, f"127.0.0.1:{self.kms_port}"
-            )
-            self._wait(listens_tcp(forwarder, kms_forward), forwarder.name, [forwarder])
+            forwarder = self.procs["main-forward-kms"]
+            self._wait_tcp(forwarder, self.ports.main_kms)
             argv = self.commands.serve(
                 self.layout.image("main"),
                 name=BUNDLE_NAME,
                 store=self.layout.store_spec,
                 generator_pcrs=self.layout.pcrs_file("generator"),
-                kms_endpoint=f"http://127.0.0.1:{kms_forward}",
-                upstream_port=app_port,
+                ca_cert=self.ca_cert,
+                kms_endpoint=f"http://127.0.0.1:{self.ports.main_kms}",
+                upstream_port=self.ports.webapp,
+                health_port=self.ports.health,
             )
-            main = self.sup.spawn("main", argv, env=self.credentials.enclave_env())
+            main = self._spawn("main", argv, env=self.credentials.enclave_env())
             stage.waiting("verifying the bundle, Decrypt via KMS with its attestation, loading TLS")
+            ready = f"http://127.0.0.1:{self.ports.health}/readyz"
+            self._wait(http_answers(ready, status=200), f"ready at {ready}", [main, forwarder])
             path = vsock_path(MAIN_CID, MAIN_PORT)
-            what = f"TLS on vsock://{MAIN_CID}:{MAIN_PORT}"
-            self._wait(listens_unix(main, path), what, [main, forwarder])
-            stage.detail = f"nitrotls serve on vsock://{MAIN_CID}:{MAIN_PORT} → the web app"
+            self._wait(listens_unix(main, path), f"serving TLS on {MAIN_VSOCK}", [main])
+            stage.detail = f"nitrotls serve on {MAIN_VSOCK} → the web app"
+            stage.note(f"health and metrics: http://127.0.0.1:{self.ports.health}/metrics")
             self.serving += [forwarder, main]
 
     def _attested_connection(self) -> Proof:
@@ -424,11 +456,12 @@ class Demo:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _forwarder(self, name: str, port: int, destination: str) -> Child:
-        return self.sup.spawn(name, self.commands.forward(port, destination))
-
     def _wait(self, check: Callable[[], bool], what: str, watch: list[Child]) -> None:
         wait_until(check, what=what, timeout=self.options.start_timeout, watch=watch)
+
+    def _wait_tcp(self, child: Child, port: int) -> None:
+        """Until ``child`` listens on 127.0.0.1:``port`` (or ends, or time runs out)."""
+        self._wait(listens_tcp(child, port), f"listening on 127.0.0.1:{port}", [child])
 
 
 def _port_of(child: Child) -> int:
@@ -445,38 +478,3 @@ def _outcome(child: Child) -> dict[str, object]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def vsock_path(cid: int, port: int) -> Path:
-    """The development socket behind ``vsock://cid:port`` (the children use the same mapping)."""
-    from nitrotls.transport import dev_socket_path
-
-    return dev_socket_path(cid, port)
-
-
-def write_allowlist(path: Path, destinations: list[str]) -> None:
-    """The outbound proxy's allow list: exactly these ``host:port`` pairs."""
-    from nitrotls.nsm import write_atomic
-
-    lines = ["# Written by `nitrotls demo`: the only places the enclaves may reach.\n"]
-    for destination in destinations:
-        host, _, port = destination.rpartition(":")
-        lines.append(f'\n[[allow]]\naddress = "{host}"\nport = {int(port)}\n')
-    write_atomic(path, "".join(lines).encode(), mode=0o644)
-
-
-def write_endpoint(result: DemoResult) -> Path:
-    """``demo/endpoint.json`` (atomic): where the demo serves and how to check it."""
-    from nitrotls.nsm import write_atomic
-
-    layout = result.layout
-    data = {
-        "url": result.url,
-        "ca_cert": str(result.ca_cert),
-        "main_pcrs": str(layout.pcrs_file("main")),
-        "generator_pcrs": str(layout.pcrs_file("generator")),
-        "store": layout.store_spec,
-        "bundle_name": BUNDLE_NAME,
-    }
-    write_atomic(layout.endpoint, (json.dumps(data, indent=2) + "\n").encode(), mode=0o644)
-    return layout.endpoint

@@ -56,7 +56,11 @@ class Progress:
             self._failed(title, error)
             raise
         except NotReadyError as error:
-            failure = DemoStageError(title, str(error), error.child.tail() if error.child else "")
+            tail = error.child.tail() if error.child else ""
+            last = tail.strip().splitlines()[-1] if tail.strip() else ""
+            ended = error.child is not None and not error.child.alive()
+            reason = f"{error}: {last}" if last and ended else str(error)
+            failure = DemoStageError(title, reason, tail)
             self._failed(title, failure)
             raise failure from None
         except DemoInterruptedError:

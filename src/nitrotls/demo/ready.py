@@ -49,7 +49,8 @@ def wait_until(
             return time.monotonic() - start
         if time.monotonic() >= deadline:
             culprit = watch[0] if watch else None
-            raise NotReadyError(f"{what}: not ready after {timeout:g} s", culprit)
+            who = f"{culprit.name} " if culprit else ""
+            raise NotReadyError(f"{who}still not {what} after {timeout:g} s", culprit)
         time.sleep(interval)
         interval = min(interval * 2, MAX_INTERVAL)
 

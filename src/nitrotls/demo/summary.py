@@ -11,7 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from nitrotls import home
-from nitrotls.demo.orchestrator import BUNDLE_NAME, DemoResult
+from nitrotls.demo.layout import BUNDLE_NAME
+from nitrotls.demo.orchestrator import DemoResult
 
 
 def home_prefix() -> str:

@@ -20,6 +20,7 @@ from typing import Protocol
 from cryptography import x509
 
 from nitrotls.bundle import (
+    BundleFormatError,
     SealedKey,
     WrappedDataKey,
     bind,
@@ -83,7 +84,10 @@ class Plan:
             raise GeneratorConfigError("no bundle name: give --name (or [generator] bundle)")
         if not kms_key_id:
             raise GeneratorConfigError("no KMS key: give --kms-key-id (or [kms] key_id)")
-        check_name(name)
+        try:
+            check_name(name)
+        except BundleFormatError as error:
+            raise GeneratorConfigError(f"--name: {error}") from None
         return cls(name, tuple(d.lower() for d in section.domains), section.key_type, kms_key_id)
 
 

@@ -79,11 +79,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, sort_keys=False)
 
 
+_installed: logging.Handler | None = None
+
+
 def configure_logging(*, json_lines: bool, stream: TextIO | None = None) -> logging.Handler:
-    """Send the generator's log (and nitrotls warnings) to ``stream`` (stderr by default)."""
+    """Send nitrotls's log to ``stream`` (stderr by default), replacing an earlier setup."""
+    global _installed
+    root = logging.getLogger("nitrotls")
+    if _installed is not None:
+        root.removeHandler(_installed)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
-    root = logging.getLogger("nitrotls")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    _installed = handler
     return handler

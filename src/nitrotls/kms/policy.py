@@ -49,6 +49,10 @@ ADMIN_DENIED_ACTIONS = (
     "kms:ReEncrypt*",
 )
 
+# Encryption-context keys that say what a ciphertext protects (see bundle and generator docs).
+BUNDLE_CONTEXT_KEY = "nitrotls:bundle"
+ACME_ACCOUNT_CONTEXT_KEY = "nitrotls:acme-account"
+
 _ARN = re.compile(
     r"^arn:aws(?:-cn|-us-gov|-iso|-iso-[a-z])?:iam::(?P<account>\d{12}):"
     r"(?P<kind>role|user|root)(?:/[\w+=,.@/-]+)?$"
@@ -81,18 +85,36 @@ def build_key_policy(
     generators = _pcr_sets(generator_pcrs, "generator", include_pcr8, allow_debug)
     mains = _pcr_sets(main_pcrs, "main", include_pcr8, allow_debug)
     statements = [_admin_allow(admins), _admin_deny(admins)]
+    for n, pcrs in enumerate(generators, 1):
+        statements.append(
+            _enclave_allow(
+                f"GeneratorGenerateDataKey{n}",
+                "kms:GenerateDataKey",
+                pcrs,
+                enclave_role_arn,
+                account_id,
+            )
+        )
+        # The generator reopens only its own sealed ACME account key, never a bundle's key.
+        statements.append(
+            _enclave_allow(
+                f"GeneratorDecryptAcmeAccount{n}",
+                "kms:Decrypt",
+                pcrs,
+                enclave_role_arn,
+                account_id,
+                context_key=ACME_ACCOUNT_CONTEXT_KEY,
+            )
+        )
     statements += [
         _enclave_allow(
-            f"GeneratorGenerateDataKey{n}",
-            "kms:GenerateDataKey",
+            f"MainEnclaveDecrypt{n}",
+            "kms:Decrypt",
             pcrs,
             enclave_role_arn,
             account_id,
+            context_key=BUNDLE_CONTEXT_KEY,
         )
-        for n, pcrs in enumerate(generators, 1)
-    ]
-    statements += [
-        _enclave_allow(f"MainEnclaveDecrypt{n}", "kms:Decrypt", pcrs, enclave_role_arn, account_id)
         for n, pcrs in enumerate(mains, 1)
     ]
     statements += [_deny_unattested(), _deny_grants()]
@@ -201,13 +223,23 @@ def _admin_deny(admins: list[str]) -> dict[str, Any]:
 
 
 def _enclave_allow(
-    sid: str, action: str, pcrs: dict[int, str], role: str, account_id: str | None
+    sid: str,
+    action: str,
+    pcrs: dict[int, str],
+    role: str,
+    account_id: str | None,
+    *,
+    context_key: str | None = None,
 ) -> dict[str, Any]:
+    """Allow ``action`` to the role when its attestation carries ``pcrs`` (and, when given, only
+    for ciphertexts whose encryption context holds ``context_key``)."""
     condition: dict[str, dict[str, str]] = {
         "StringEqualsIgnoreCase": {
             ATTESTATION_KEY.format(index): value for index, value in sorted(pcrs.items())
         }
     }
+    if context_key is not None:
+        condition["Null"] = {f"kms:EncryptionContext:{context_key}": "false"}
     if account_id is not None:
         condition["StringEquals"] = {"kms:CallerAccount": account_id}
     return {

@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -133,10 +134,11 @@ class ASGIFront:
         self._task: asyncio.Task[None] | None = None
         self._one_shot_spent = False
         self._done = asyncio.Event()
+        self._unix_path: Path | None = None
 
     async def start(self) -> Address:
         app = load_app(self.options.app)
-        sock, path = bind(self.options.listen, self.options.listener.backlog)
+        sock, self._unix_path = bind(self.options.listen, self.options.listener.backlog)
         front = self.holder.sni_front(["http/1.1"])
         protocol = protocol_class(
             self.holder, self.attestation, self.metrics, self._spent, self._closed
@@ -164,9 +166,9 @@ class ASGIFront:
             if self._task.done():
                 raise ServerConfigError(f"the ASGI app {self.options.app!r} failed to start")
             await asyncio.sleep(0.01)
-        bound = self.options.listen
+        bound: Address = self.options.listen
         if bound.scheme == "tcp":
-            bound = bound.with_port(sock.getsockname()[1])
+            bound = bound.with_port(int(sock.getsockname()[1]))
         return bound
 
     def _spent(self) -> None:
@@ -186,6 +188,8 @@ class ASGIFront:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        if self._unix_path is not None:
+            self._unix_path.unlink(missing_ok=True)
 
 
 def load_app(spec: str) -> ASGIApp:

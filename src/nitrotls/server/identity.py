@@ -123,5 +123,5 @@ class ContextHolder:
             sslobj.context = served.context
             return None
 
-        front.sni_callback = choose  # type: ignore[assignment]
+        front.sni_callback = choose
         return front

@@ -66,13 +66,18 @@ class ConnectionRegistry:
         self.metrics = metrics
         self.connections: set[Tracked] = set()
         self.on_closed: Callable[[], None] | None = None
+        self.on_opened: Callable[[], None] | None = None
         self._empty = asyncio.Event()
         self._empty.set()
 
     def opened(self, conn: Tracked) -> None:
+        """A connection finished its handshake (protocols call this from connection_made)."""
         self.connections.add(conn)
+        self.metrics.handshakes += 1
         self.metrics.connections_active = len(self.connections)
         self._empty.clear()
+        if self.on_opened is not None:
+            self.on_opened()
 
     def closed(self, conn: Tracked) -> None:
         self.connections.discard(conn)
@@ -121,6 +126,8 @@ class TLSListener:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         registry.on_closed = self._maybe_resume
+        if holder.one_shot:
+            registry.on_opened = self._spend_one_shot
 
     @property
     def bound(self) -> Address:
@@ -230,9 +237,6 @@ class TLSListener:
                 ssl=served.context,
                 ssl_handshake_timeout=self.settings.handshake_timeout,
             )
-            self.metrics.handshakes += 1
-            if self.holder.one_shot:
-                self._spend_one_shot()
         except (OSError, ssl.SSLError, TimeoutError, ProxyProtocolError) as error:
             self.metrics.handshake_failures += 1
             log.debug("connection from %s failed before serving: %s", _peer_text(peer), error)
@@ -242,6 +246,8 @@ class TLSListener:
             self._maybe_resume()
 
     def _spend_one_shot(self) -> None:
+        if self.one_shot_done.is_set():
+            return
         log.info("one-shot: first handshake done; dropping the TLS context and its key")
         self.holder.spend()
         self.stop_accepting()
@@ -322,7 +328,7 @@ def _bind_path(address: Address, backlog: int) -> tuple[socket.socket, Path | No
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
-        os.chmod(path, 0o600)
+        path.chmod(0o600)
         sock.listen(backlog)
     except OSError:
         sock.close()

@@ -122,10 +122,10 @@ class RawConnection(asyncio.Protocol):
                 self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        if self._up is not None and self._up.transport is not None:
-            if self._up.transport.can_write_eof():
-                self._up.transport.write_eof()
-                return True
+        up = self._up.transport if self._up is not None else None
+        if up is not None and up.can_write_eof():
+            up.write_eof()
+            return True
         return None
 
     def pause_writing(self) -> None:

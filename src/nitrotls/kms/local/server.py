@@ -133,6 +133,9 @@ class _HTTPServer(socketserver.ThreadingTCPServer):
         self._active_lock = threading.Lock()
         super().__init__(address, _Connection)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("unexpected error on the connection from %s", client_address)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
             self._turn_away(request)

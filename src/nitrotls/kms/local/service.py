@@ -20,6 +20,7 @@ from nitrotls.kms.cms import build_enveloped
 from nitrotls.kms.local import fields
 from nitrotls.kms.local.audit import AuditEvent, AuditLog
 from nitrotls.kms.local.errors import (
+    AuditError,
     LocalKMSError,
     ServiceError,
     access_denied,
@@ -90,14 +91,27 @@ class KMSService:
         self.credentials = dict(credentials)
 
     def handle(self, request: WireRequest) -> Answer:
-        from nitrotls.kms.local.operations import OPERATIONS  # the table imports this module
-
+        """Answer one request. Nothing is answered that the audit log did not record: if the
+        entry cannot be written, the answer (and any secret in it) is dropped for a 500."""
         target = request.headers.get("x-amz-target", "")
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         call = Call(operation=operation or target[:64] or "(none)")
         claimed = _CLAIMED.search(request.headers.get("authorization", ""))
         if claimed:
             call.claimed = f"access key {claimed[1][:128]}"
+        answer, decision, reason = self._run(call, operation, target, request)
+        try:
+            self._record(call, decision, reason)
+        except AuditError as error:
+            log.error("refusing to answer %s: %s", call.operation, error)
+            return _error_answer(internal("The audit log cannot be written; nothing was done."))
+        return answer
+
+    def _run(
+        self, call: Call, operation: str, target: str, request: WireRequest
+    ) -> tuple[Answer, str, str]:
+        from nitrotls.kms.local.operations import OPERATIONS  # the table imports this module
+
         try:
             call.caller = authenticate(request, self.credentials)
             handler = OPERATIONS.get(operation)
@@ -108,18 +122,15 @@ class KMSService:
                 )
             result = handler(self, call, _json_body(request))
         except ServiceError as error:
-            self._record(call, "deny" if _is_denial(error) else "error", error.message)
-            return _error_answer(error)
+            decision = "deny" if _is_denial(error) else "error"
+            return _error_answer(error), decision, error.message
         except LocalKMSError as error:
             log.error("%s failed: %s", call.operation, error)
-            self._record(call, "error", str(error))
-            return _error_answer(internal())
+            return _error_answer(internal()), "error", str(error)
         except Exception:
             log.exception("%s failed unexpectedly", call.operation)
-            self._record(call, "error", "internal error")
-            return _error_answer(internal())
-        self._record(call, "allow", call.reason or "ok")
-        return Answer(200, json.dumps(result).encode())
+            return _error_answer(internal()), "error", "internal error"
+        return Answer(200, json.dumps(result).encode()), "allow", call.reason or "ok"
 
     def _record(self, call: Call, decision: str, reason: str) -> None:
         caller = call.caller.principal if call.caller else f"unauthenticated ({call.claimed})"

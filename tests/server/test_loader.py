@@ -1,0 +1,327 @@
+"""Loading bundles: verify, KMS, open, serve; outages, tampering, rollback and hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nitrotls.attestation import Policy
+from nitrotls.bundle import (
+    WrappedDataKey,
+    bind,
+    build,
+    encryption_context,
+    new_bundle_id,
+    seal_key,
+)
+from nitrotls.bundle.chain import leaf_spki
+from nitrotls.kms.errors import KMSAccessDeniedError, KMSUnavailableError
+from nitrotls.nsm import SimulatedNSM, measure_image, trusted_verifier
+from nitrotls.secrets import SecretBuffer
+from nitrotls.server.errors import BundleRejectedError, StartupUnavailableError
+from nitrotls.server.identity import ContextHolder
+from nitrotls.server.loader import (
+    BundleLoader,
+    BundleSource,
+    Reloader,
+    Retry,
+    load_at_start,
+)
+from nitrotls.server.metrics import Metrics
+from nitrotls.store import DirectoryStore, StoreUnavailableError
+
+from .conftest import PKI, Issued, open_tls, port_of, read_response, running, upstream_server
+from .test_proxy import options
+from .test_tls import find_key
+
+NAME = "localhost"
+
+
+@dataclass
+class FakeKMS:
+    """Remembers data keys by blob and context; can be switched off to model an outage."""
+
+    keys: dict[bytes, tuple[bytes, dict[str, str]]] = field(default_factory=dict)
+    decrypts: int = 0
+    down: int = 0  # fail this many calls with KMSUnavailableError
+
+    def generate(self, context: Mapping[str, str]) -> tuple[SecretBuffer, bytes]:
+        blob, plain = os.urandom(64), os.urandom(32)
+        self.keys[blob] = (plain, dict(context))
+        return SecretBuffer(bytearray(plain)), blob
+
+    def decrypt(
+        self, blob: bytes, context: Mapping[str, str], source: object, key_id: str | None = None
+    ) -> SecretBuffer:
+        self.decrypts += 1
+        if self.down:
+            self.down -= 1
+            raise KMSUnavailableError("fake KMS is down")
+        entry = self.keys.get(bytes(blob))
+        if entry is None or entry[1] != dict(context):
+            raise KMSAccessDeniedError("fake KMS: unknown blob or context")
+        return SecretBuffer(bytearray(entry[0]))
+
+
+class FlakyStore(DirectoryStore):
+    """A directory store that is unreachable for the next ``down`` reads."""
+
+    down = 0
+
+    def latest(self, name: str):  # type: ignore[no-untyped-def]
+        if self.down:
+            self.down -= 1
+            raise StoreUnavailableError("store is down (test)")
+        return super().latest(name)
+
+
+@dataclass
+class Publisher:
+    """A test generator: issues a leaf, seals its key, binds and publishes the bundle."""
+
+    pki: PKI
+    generator: SimulatedNSM
+    store: FlakyStore
+    kms: FakeKMS
+    seq: int = 0
+    previous: str | None = None
+    keys: list[bytes] = field(default_factory=list)
+
+    def publish(self, *, seq: int | None = None, tamper: bool = False) -> Issued:
+        issued = self.pki.issue((NAME,))
+        self.keys.append(bytes(issued.key))
+        public = leaf_spki(issued.chain)
+        bundle_id = new_bundle_id()
+        data_key, blob = self.kms.generate(encryption_context(bundle_id, NAME, public))
+        with data_key:
+            sealed = seal_key(
+                bytearray(issued.key), data_key, bundle_id=bundle_id, name=NAME, spki_der=public
+            )
+        self.seq = seq if seq is not None else self.seq + 1
+        bundle = build(
+            bundle_id=bundle_id,
+            seq=self.seq,
+            name=NAME,
+            chain=issued.chain,
+            key=sealed,
+            dek=WrappedDataKey("alias/test", blob, encryption_context(bundle_id, NAME, public)),
+        )
+        raw = bind(bundle, self.generator).encode()
+        if tamper:
+            index = raw.index(issued.leaf[40:60])
+            raw = raw[:index] + bytes([raw[index] ^ 1]) + raw[index + 1 :]
+        self.store.put(NAME, bundle_id.hex(), raw, expected_previous=self.previous)
+        self.previous = bundle_id.hex()
+        return issued
+
+
+@pytest.fixture
+def world(pki: PKI, tmp_path: Path) -> tuple[Publisher, BundleSource]:
+    generator_image = tmp_path / "gen"
+    generator_image.mkdir()
+    (generator_image / "gen.py").write_text("generator\n")
+    main_image = tmp_path / "main"
+    main_image.mkdir()
+    (main_image / "main.py").write_text("main\n")
+    store = FlakyStore(tmp_path / "store")
+    kms = FakeKMS()
+    publisher = Publisher(pki, SimulatedNSM(generator_image), store, kms)
+    source = BundleSource(
+        store=store,
+        name=NAME,
+        verifier=trusted_verifier(True),
+        generator_policy=Policy(accepted_pcrs=(measure_image(generator_image),)),
+        kms=kms,
+        enclave=SimulatedNSM(main_image),
+    )
+    return publisher, source
+
+
+def test_loads_newest_bundle(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish()
+    issued = publisher.publish()
+    metrics = Metrics()
+    served = load_at_start(BundleLoader(source, metrics), Retry(attempts=1))
+    assert served.identity.leaf == issued.leaf
+    assert served.identity.seq == 2
+    assert served.identity.name == NAME
+    assert len(served.identity.bundle_id) == 16
+
+
+def test_no_key_left_in_python_objects_after_loading(
+    world: tuple[Publisher, BundleSource],
+) -> None:
+    publisher, source = world
+    publisher.publish()
+    secret = publisher.keys[-1]
+    publisher.keys.clear()
+    served = load_at_start(BundleLoader(source, Metrics()), Retry(attempts=1))
+    gc.collect()
+    assert find_key(secret, [served]) == []
+
+
+def test_tampered_bundle_refused_before_kms(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish(tamper=True)
+    with pytest.raises(BundleRejectedError) as caught:
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=1))
+    assert caught.value.exit_code == 65
+    assert publisher.kms.decrypts == 0
+
+
+def test_debug_generator_refused(world: tuple[Publisher, BundleSource], tmp_path: Path) -> None:
+    publisher, source = world
+    debug_image = tmp_path / "gen"  # same image, debug mode: PCR0-2 zero
+    publisher.generator = SimulatedNSM(debug_image, debug=True)
+    publisher.publish()
+    with pytest.raises(BundleRejectedError):
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=1))
+
+
+def test_bundle_below_min_seq_refused(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish(seq=3)
+    with pytest.raises(BundleRejectedError, match="seq"):
+        load_at_start(BundleLoader(source, Metrics(), min_seq=4), Retry(attempts=1))
+
+
+def test_outage_at_start_retried_then_served(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish()
+    publisher.store.down = 2
+    publisher.kms.down = 1
+    slept: list[float] = []
+    metrics = Metrics()
+    served = load_at_start(
+        BundleLoader(source, metrics), Retry(attempts=5, initial=0.5), sleep=slept.append
+    )
+    assert served.identity.seq == 1
+    assert slept == [0.5, 1.0, 2.0]
+    assert (metrics.store_errors, metrics.kms_errors) == (2, 1)
+
+
+def test_outage_at_start_gives_up_with_distinct_exit_code(
+    world: tuple[Publisher, BundleSource],
+) -> None:
+    publisher, source = world
+    publisher.publish()
+    publisher.kms.down = 10
+    with pytest.raises(StartupUnavailableError, match="3 attempts") as caught:
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=lambda _s: None)
+    assert caught.value.exit_code == 75
+
+
+def test_access_denied_is_not_retried(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish()
+    publisher.kms.keys.clear()  # KMS no longer knows the blob: access denied
+    with pytest.raises(KMSAccessDeniedError):
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=lambda _s: None)
+    assert publisher.kms.decrypts == 1
+
+
+def test_reload_swaps_newer_and_ignores_bad_or_older(
+    world: tuple[Publisher, BundleSource],
+) -> None:
+    async def scenario() -> None:
+        publisher, source = world
+        publisher.publish()
+        metrics = Metrics()
+        loader = BundleLoader(source, metrics)
+        holder = ContextHolder(load_at_start(loader, Retry(attempts=1)))
+        reloader = Reloader(loader, holder, metrics)
+        assert not await reloader.check()  # nothing new
+        publisher.publish(tamper=True)
+        assert not await reloader.check()
+        assert metrics.reload_rejected == 1
+        publisher.publish(seq=1)  # a replayed older seq
+        assert not await reloader.check()
+        assert holder.current().identity.seq == 1  # type: ignore[union-attr]
+        newest = publisher.publish(seq=5)
+        publisher.kms.down = 1
+        assert not await reloader.check()  # KMS down: keep serving, report
+        assert (metrics.kms_errors, metrics.kms_ok) == (1, False)
+        publisher.store.down = 1
+        assert not await reloader.check()
+        assert (metrics.store_errors, metrics.store_ok) == (1, False)
+        assert await reloader.check()
+        current = holder.current()
+        assert current is not None and current.identity.leaf == newest.leaf
+        assert (metrics.reloads, metrics.bundle_seq, metrics.kms_ok, metrics.store_ok) == (
+            1,
+            5,
+            True,
+            True,
+        )
+
+    asyncio.run(scenario())
+
+
+def test_rotation_under_load(world: tuple[Publisher, BundleSource], pki: PKI) -> None:
+    """Keep-alive and new connections run while a new bundle lands: no request fails, and
+    connections opened after the switch see the new leaf."""
+
+    async def scenario() -> None:
+        publisher, source = world
+        first = publisher.publish()
+        metrics = Metrics()
+        loader = BundleLoader(source, metrics)
+        holder = ContextHolder(load_at_start(loader, Retry(attempts=1)))
+        reloader = Reloader(loader, holder, metrics)
+        async with upstream_server() as up, running(options(up.url), holder) as server:
+            port = port_of(server)
+            switched = asyncio.Event()
+            seen_after: list[bytes] = []
+            failures: list[str] = []
+
+            async def keep_alive_loop() -> int:
+                reader, writer = await open_tls(port, pki.client_context())
+                count = 0
+                while count < 60 or not switched.is_set():
+                    writer.write(b"GET /k HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    status, _, _ = await read_response(reader)
+                    if status != 200:
+                        failures.append(f"keep-alive {status}")
+                    count += 1
+                writer.close()
+                return count
+
+            async def new_connection_loop() -> int:
+                count = 0
+                while count < 30 or not switched.is_set() or len(seen_after) < 5:
+                    after = switched.is_set()
+                    reader, writer = await open_tls(port, pki.client_context())
+                    leaf = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                    writer.write(b"GET /n HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    status, _, _ = await read_response(reader)
+                    if status != 200:
+                        failures.append(f"new connection {status}")
+                    if after:
+                        seen_after.append(leaf)
+                    writer.close()
+                    count += 1
+                return count
+
+            async def rotate() -> None:
+                await asyncio.sleep(0.2)
+                publisher.publish()
+                assert await reloader.check()
+                switched.set()
+
+            results = await asyncio.wait_for(
+                asyncio.gather(keep_alive_loop(), new_connection_loop(), rotate()), 60
+            )
+            assert failures == []
+            assert results[0] >= 60 and results[1] >= 30
+            second = holder.current()
+            assert second is not None and second.identity.leaf != first.leaf
+            assert seen_after and all(leaf == second.identity.leaf for leaf in seen_after)
+
+    asyncio.run(scenario())
