@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,24 +12,9 @@ import pytest
 from nitrotls import home
 from nitrotls.transport import vsock
 
-REPO = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI") == "true"
+from system_tools import IN_CI, REPO, require_tool, shared_root
 
-
-def shared_root() -> Path:
-    """``../shared`` beside the checkout (or ``$NITROTLS_SHARED``)."""
-    return Path(os.environ.get("NITROTLS_SHARED", REPO.parent / "shared"))
-
-
-def require_tool(name: str) -> str:
-    """Path of a system tool; skip when missing outside CI, fail when missing under CI."""
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"system tool {name!r} is not installed (make test installs it)"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+__all__ = ["REPO", "require_tool"]
 
 
 @pytest.fixture(autouse=True)

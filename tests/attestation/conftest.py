@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# Helper modules beside this file (attestation_forge, attestation_vectors) are imported by name.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from attestation_forge import Authority, aws_shaped_specs, build_chain
-from attestation_vectors import Vector, load_vectors
-
+from attestation.attestation_forge import Authority, aws_shaped_specs, build_chain
+from attestation.attestation_vectors import Vector, load_vectors
 from nitrotls.attestation import Verifier
 
 

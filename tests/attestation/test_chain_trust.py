@@ -8,7 +8,10 @@ from typing import Any
 
 import cbor2
 import pytest
-from attestation_forge import (
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attestation.attestation_forge import (
     LEAF_USAGE,
     NOW,
     Authority,
@@ -20,10 +23,7 @@ from attestation_forge import (
     issue,
     name,
 )
-from attestation_vectors import Vector
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation import (
     BrokenChainError,
     CertificateExpiredError,

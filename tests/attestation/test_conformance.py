@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from attestation_vectors import Vector
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation import (
     AWS_NITRO_ROOT_G1_SHA256,
     CertificateExpiredError,

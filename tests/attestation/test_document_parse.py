@@ -7,9 +7,15 @@ from typing import Any
 
 import cbor2
 import pytest
-from attestation_forge import cose, document, indefinite_map, map_with_duplicate, payload_map
-from attestation_vectors import Vector
 
+from attestation.attestation_forge import (
+    cose,
+    document,
+    indefinite_map,
+    map_with_duplicate,
+    payload_map,
+)
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation import (
     DocumentEncodingError,
     NotAnEnclaveDocumentError,
@@ -274,6 +280,6 @@ def test_forged_document_helper_round_trips(forged_chain, forged_verifier) -> No
 
 
 def _at():
-    from attestation_forge import NOW
+    from attestation.attestation_forge import NOW
 
     return NOW

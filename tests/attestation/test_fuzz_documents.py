@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attestation_vectors import Vector, load_vectors
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from attestation.attestation_vectors import Vector, load_vectors
 from nitrotls.attestation import AttestationError, Verifier, parse_document
 from nitrotls.attestation.summary import summary
 

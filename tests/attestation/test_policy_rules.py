@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from attestation_vectors import Vector
 
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation import (
     DebugEnclaveError,
     DocumentTooOldError,

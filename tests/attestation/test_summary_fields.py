@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import cbor2
-from attestation_vectors import Vector
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation.summary import certificate_summaries, describe_field, summary
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from attestation_forge import (
+
+from attestation.attestation_forge import (
     LEAF_USAGE,
     NOW,
     Authority,
@@ -20,8 +21,7 @@ from attestation_forge import (
     issue,
     name,
 )
-from attestation_vectors import Vector
-
+from attestation.attestation_vectors import Vector
 from nitrotls.attestation import (
     AttestationError,
     BrokenChainError,

@@ -8,11 +8,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ca.ca_support import BLOCKED_DOMAIN
-from conftest import require_tool  # tests/conftest.py (tests/ is on sys.path)
 from nitrotls.ca import ChallengeServer, start_responder
 from nitrotls.store import DirectoryStore
 
 from pebble_fixtures import PebbleStack, pebble_stack
+from system_tools import require_tool
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ import pytest
 from nitrotls.bundle import decode
 from nitrotls.store import open_store
 
+from system_tools import require_tool
+
 pytestmark = pytest.mark.slow
 
 NITROTLS = str(Path(sys.executable).parent / "nitrotls")
@@ -131,11 +133,13 @@ def test_demo_runs_twice_and_leaves_nothing_behind(nitrotls_home: Path) -> None:
 
 
 def test_demo_serves_until_interrupted(nitrotls_home: Path) -> None:
-    """Without --exit-after-verify it serves; the endpoint works by hand; SIGINT stops all."""
+    """Without --exit-after-verify it serves (here with the local dev CA); the printed curl and
+    verify commands work against it; SIGINT stops everything and exits 0."""
+    curl = require_tool("curl")
     port = free_port()
     endpoint_file = nitrotls_home / "demo" / "endpoint.json"
     process = subprocess.Popen(
-        [NITROTLS, "demo", "--port", str(port)],
+        [NITROTLS, "demo", "--port", str(port), "--ca", "local"],
         env=demo_env(nitrotls_home),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -148,6 +152,13 @@ def test_demo_serves_until_interrupted(nitrotls_home: Path) -> None:
             assert time.monotonic() < deadline, "endpoint.json never appeared"
             time.sleep(0.1)
         endpoint = json.loads(endpoint_file.read_text())
+        fetched = subprocess.run(
+            [curl, "-sS", "--cacert", endpoint["ca_cert"], endpoint["url"] + "/curl"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert fetched.returncode == 0, fetched.stderr
+        assert fetched.stdout.startswith("hello from inside the enclave\n")
+        assert "path: /curl" in fetched.stdout
         verify = subprocess.run(
             [NITROTLS, "verify", endpoint["url"], "--pcrs-file", endpoint["main_pcrs"],
              "--cacert", endpoint["ca_cert"], "--dev", "--json"],
@@ -164,6 +175,7 @@ def test_demo_serves_until_interrupted(nitrotls_home: Path) -> None:
             process.kill()
             process.communicate()
     assert process.returncode == 0, out
+    assert "the local dev CA" in out
     assert "stopped the" in out
     assert survivors(nitrotls_home) == []
     assert recorded_children_alive(nitrotls_home) == []
@@ -185,3 +197,36 @@ def test_failed_stage_is_named_and_stops_everything(nitrotls_home: Path) -> None
     assert survivors(nitrotls_home) == []  # …and none of them survived
     assert recorded_children_alive(nitrotls_home) == []
     assert not (nitrotls_home / "demo" / "endpoint.json").exists()
+
+
+def test_a_signal_during_start_stops_everything(nitrotls_home: Path) -> None:
+    """SIGTERM while processes are still starting: exit 130, and nothing survives."""
+    children = nitrotls_home / "demo" / "children.json"
+    process = subprocess.Popen(
+        [NITROTLS, "demo", "--exit-after-verify", "--port", str(free_port())],
+        env=demo_env(nitrotls_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "the demo never started its children"
+            try:
+                if len(json.loads(children.read_text())) >= 3:
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, out
+    assert "SIGTERM" in out
+    assert survivors(nitrotls_home) == []
+    assert recorded_children_alive(nitrotls_home) == []

@@ -21,7 +21,6 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from conftest import require_tool
 from nitrotls.attestation import Policy, Verifier
 from nitrotls.ca import ChallengeServer, start_responder
 from nitrotls.config import CASection, Config, GeneratorSection, KMSSection, StoreSection
@@ -31,6 +30,7 @@ from nitrotls.nsm import SimulatedNSM, measure_image, trusted_verifier
 from nitrotls.store import BundleStore, DirectoryStore
 
 from pebble_fixtures import PebbleStack, pebble_stack
+from system_tools import require_tool
 
 ALIAS = "alias/nitrotls-test"
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from conftest import require_tool
 from generator.conftest import Challenges, Deployment, acme_section
 from generator.helpers import assert_key_matches_leaf, open_as_main
 from nitrotls.generator import Runner, make_issuer
@@ -22,6 +21,7 @@ from nitrotls.generator.account import decode_account, object_key
 from nitrotls.store import open_store
 
 from pebble_fixtures import PebbleStack, free_port
+from system_tools import require_tool
 
 pytestmark = pytest.mark.slow
 NAME = "web.nitrotls.test"

@@ -42,7 +42,7 @@ def test_everything_survives_a_restart(
             kit.enclave.principal,
         )
     )
-    context = {"purpose": "restart"}
+    context = {"nitrotls:bundle": "restart", "nitrotls:name": "restart.test"}
     plain_blobs: list[tuple[bytes, bytes, dict[str, str]]] = []
 
     with LocalKMSServer(kit.config(kms_data_dir)) as first:

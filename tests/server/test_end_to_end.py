@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
 from generator.conftest import (  # noqa: F401 - fixtures used by name
     Challenges,
     Deployment,
@@ -37,7 +36,9 @@ from nitrotls import binding
 from nitrotls.attestation import Policy
 from nitrotls.generator import Runner, make_issuer
 from nitrotls.nsm import measure_image, trusted_verifier
+
 from pebble_fixtures import PebbleStack, free_port
+from system_tools import require_tool
 
 pytestmark = pytest.mark.slow
 NAME = "web.nitrotls.test"
@@ -67,18 +68,18 @@ def upstream_http() -> Iterator[int]:
         server.server_close()
 
 
-def serve_argv(deployment: Deployment, port: int, upstream: int, *extra: str) -> list[str]:
+def serve_argv(world: Deployment, port: int, upstream: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-c", "from nitrotls.cli import main; main()",
-        "--enclave", f"simulated:{deployment.main_image}",
+        "--enclave", f"simulated:{world.main_image}",
         "serve", "--json",
         "--listen", f"tcp://127.0.0.1:{port}",
         "--upstream", f"http://127.0.0.1:{upstream}",
-        "--store", f"dir:{deployment.store_dir}",
+        "--store", f"dir:{world.store_dir}",
         "--name", NAME,
-        "--generator-pcrs", str(deployment.pcr_file("generator")),
+        "--generator-pcrs", str(world.pcr_file("generator")),
         "--dev",
-        "--kms-endpoint", deployment.kms_endpoint,
+        "--kms-endpoint", world.kms_endpoint,
         *extra,
     ]  # fmt: skip
 

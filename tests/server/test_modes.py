@@ -14,7 +14,7 @@ from nitrotls.nsm import SimulatedNSM
 from nitrotls.server.errors import ServerConfigError
 from nitrotls.server.identity import ContextHolder
 from nitrotls.server.metrics import Metrics
-from nitrotls.server.runtime import ServeOptions, Upstream
+from nitrotls.server.runtime import ServeOptions, TLSServer, Upstream
 from nitrotls.transport.address import Address
 
 from .conftest import PKI, open_tls, port_of, read_response, running, served_from, upstream_server
@@ -136,40 +136,40 @@ def test_health_endpoints_and_metrics(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue(), seq=7))
         metrics = Metrics(bundle_seq=7)
-        options = ServeOptions(
-            listen=LISTEN,
-            upstream=Upstream.parse("http://127.0.0.1:9"),
-            health=Address.parse("tcp://127.0.0.1:0"),
-        )
-        from nitrotls.server.runtime import TLSServer
-
-        server = TLSServer(options, holder, None, metrics)
-        await server.start()
-        try:
-            assert server.health_address is not None
-            base = f"http://127.0.0.1:{server.health_address.port}"
-            reader, writer = await open_tls(port_of(server), pki.client_context())
-            writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-            await read_response(reader)  # 502: nothing on port 9
-            async with httpx.AsyncClient() as http:
-                assert (await http.get(base + "/healthz")).status_code == 200
-                assert (await http.get(base + "/readyz")).status_code == 200
-                text = (await http.get(base + "/metrics")).text
-                assert (await http.get(base + "/nope")).status_code == 404
-            lines = dict(
-                line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")
+        async with upstream_server() as up:
+            options = ServeOptions(
+                listen=LISTEN,
+                upstream=Upstream.parse(up.url),
+                health=Address.parse("tcp://127.0.0.1:0"),
             )
-            assert lines["nitrotls_handshakes_total"] == "1"
-            assert lines["nitrotls_connections_active"] == "1"
-            assert lines["nitrotls_bundle_seq"] == "7"
-            assert lines["nitrotls_upstream_errors_total"] == "1"
-            assert "nitrotls_certificate_expiry_seconds" in lines
-            writer.close()
-            holder.spend()
-            async with httpx.AsyncClient() as http:
-                ready = await http.get(base + "/readyz")
-            assert ready.status_code == 503 and "no certificate" in ready.text
-        finally:
-            await server.shutdown()
+            server = TLSServer(options, holder, None, metrics)
+            await server.start()
+            try:
+                assert server.health_address is not None
+                base = f"http://127.0.0.1:{server.health_address.port}"
+                reader, writer = await open_tls(port_of(server), pki.client_context())
+                writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+                status, _, _ = await read_response(reader)  # the connection stays open
+                assert status == 200
+                async with httpx.AsyncClient() as http:
+                    assert (await http.get(base + "/healthz")).status_code == 200
+                    assert (await http.get(base + "/readyz")).status_code == 200
+                    text = (await http.get(base + "/metrics")).text
+                    assert (await http.get(base + "/nope")).status_code == 404
+                lines = dict(
+                    line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")
+                )
+                assert lines["nitrotls_handshakes_total"] == "1"
+                assert lines["nitrotls_connections_active"] == "1"
+                assert lines["nitrotls_requests_total"] == "1"
+                assert lines["nitrotls_bundle_seq"] == "7"
+                assert float(lines["nitrotls_certificate_expiry_seconds"]) == 0.0  # unset here
+                writer.close()
+                holder.spend()
+                async with httpx.AsyncClient() as http:
+                    ready = await http.get(base + "/readyz")
+                assert ready.status_code == 503 and "no certificate" in ready.text
+            finally:
+                await server.shutdown()
 
     asyncio.run(scenario())

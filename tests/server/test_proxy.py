@@ -481,3 +481,34 @@ def test_websocket_style_upgrade_tunnels(pki: PKI) -> None:
             writer.close()
 
     asyncio.run(scenario())
+
+
+def test_proxy_protocol_v2_gives_the_client_address(pki: PKI) -> None:
+    from nitrotls.transport.proxy_protocol import ProxyHeader, encode
+
+    async def scenario() -> None:
+        holder = ContextHolder(served_from(pki.issue()))
+        limits = ListenSettings(proxy_protocol=True, proxy_header_timeout=2.0, tick=0.05)
+        async with upstream_server() as up, running(options(up.url, listener=limits), holder) as s:
+            port = port_of(s)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            header = ProxyHeader("PROXY", ("203.0.113.7", 40000), ("10.0.0.1", 443))
+            writer.write(encode(header))
+            await writer.start_tls(pki.client_context(), server_hostname="localhost")
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            status, _, body = await read_response(reader)
+            assert status == 200
+            headers = {k.lower(): v for k, v in json.loads(body)["headers"]}
+            assert headers["x-forwarded-for"] == "203.0.113.7"
+            writer.close()
+            # Without the header the connection is refused before any TLS.
+            bad_reader, bad_writer = await asyncio.open_connection("127.0.0.1", port)
+            bad_writer.write(b"\x16\x03\x01" + b"\x00" * 40)
+            try:
+                leftover = await asyncio.wait_for(bad_reader.read(), 10)
+            except ConnectionResetError:
+                leftover = b""
+            assert leftover == b""
+            assert s.metrics.handshake_failures == 1
+
+    asyncio.run(scenario())

@@ -56,8 +56,8 @@ def server_in_thread(holder: ContextHolder) -> Iterator[int]:
 def test_mozilla_intermediate_compliance(pki: PKI) -> None:
     from sslyze import (
         CertificateInfoExtraArgument,
-        Scanner,
         ScanCommandsExtraArguments,
+        Scanner,
         ServerNetworkLocation,
         ServerScanRequest,
     )

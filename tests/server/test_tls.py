@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_tool
 from nitrotls.server import tls
 from nitrotls.server.errors import TLSContextError
 
 from .conftest import PKI, Issued, served_from
+from system_tools import require_tool
 
 
 @contextmanager

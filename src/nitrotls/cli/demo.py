@@ -13,10 +13,10 @@ import click
 )
 @click.option(
     "--port",
-    type=click.IntRange(1, 65535),
+    type=click.IntRange(0, 65535),
     default=8443,
     show_default=True,
-    help="Public port of the host's inbound proxy on 127.0.0.1.",
+    help="Public port of the host's inbound proxy on 127.0.0.1 (0: any free port).",
 )
 @click.option(
     "--ca",

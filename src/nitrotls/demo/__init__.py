@@ -8,13 +8,33 @@ public address. See docs/demo.md.
 
     from nitrotls.demo import DemoOptions, run_demo
     status = run_demo(DemoOptions(port=8443, exit_after_verify=True), console)
+
+Exports load lazily, so ``python -m nitrotls.demo.webapp`` (a child of the demo) stays light.
 """
 
-from nitrotls.demo.errors import DemoError, DemoInterruptedError, DemoStageError
-from nitrotls.demo.layout import BUNDLE_NAME, DOMAIN
-from nitrotls.demo.orchestrator import DemoOptions, DemoResult
-from nitrotls.demo.procs import MARKER_ENV
-from nitrotls.demo.run import run_demo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nitrotls.demo.errors import DemoError, DemoInterruptedError, DemoStageError
+    from nitrotls.demo.layout import BUNDLE_NAME, DOMAIN
+    from nitrotls.demo.orchestrator import DemoOptions, DemoResult
+    from nitrotls.demo.procs import MARKER_ENV
+    from nitrotls.demo.run import run_demo
+
+_EXPORTS = {
+    "BUNDLE_NAME": "nitrotls.demo.layout",
+    "DOMAIN": "nitrotls.demo.layout",
+    "MARKER_ENV": "nitrotls.demo.procs",
+    "DemoError": "nitrotls.demo.errors",
+    "DemoInterruptedError": "nitrotls.demo.errors",
+    "DemoOptions": "nitrotls.demo.orchestrator",
+    "DemoResult": "nitrotls.demo.orchestrator",
+    "DemoStageError": "nitrotls.demo.errors",
+    "run_demo": "nitrotls.demo.run",
+}
 
 __all__ = [
     "BUNDLE_NAME",
@@ -27,3 +47,10 @@ __all__ = [
     "DemoStageError",
     "run_demo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nitrotls.demo' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -5,7 +5,6 @@ Kept in one place so the demo doubles as a worked example of every role's CLI co
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,13 @@ DRAIN = "1"  # seconds the proxies let open connections finish when the demo sto
 
 
 def nitrotls_command() -> tuple[str, ...]:
-    """How to run ``nitrotls`` in a child: the console script beside this Python, if any."""
+    """How to run ``nitrotls`` in a child: the console script beside this Python, else this
+    Python itself."""
     beside = Path(sys.executable).parent / "nitrotls"
     if beside.is_file():
         return (str(beside),)
-    found = shutil.which("nitrotls")
-    if found:
-        return (found,)
-    return (sys.executable, "-c", "import sys; from nitrotls.cli import main; main()")
+    # Not a PATH lookup: that could find another installation than the one running the demo.
+    return (sys.executable, "-c", "from nitrotls.cli import main; main()")
 
 
 @dataclass(frozen=True)

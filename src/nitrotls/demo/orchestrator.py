@@ -19,8 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
-
 from nitrotls import home
 from nitrotls.demo import images, kmskey, pebble, roots
 from nitrotls.demo.commands import MAIN_VSOCK, OUTBOUND_VSOCK, Commands, nitrotls_command
@@ -31,7 +29,13 @@ from nitrotls.demo.plan import CAPlan, PortPlan, plan_ca
 from nitrotls.demo.probe import Proof, prove
 from nitrotls.demo.procs import Child, Supervisor
 from nitrotls.demo.progress import Progress, Stage
-from nitrotls.demo.ready import http_answers, listens_tcp, listens_unix, wait_until
+from nitrotls.demo.ready import (
+    NotReadyError,
+    http_answers,
+    listens_tcp,
+    listens_unix,
+    wait_until,
+)
 from nitrotls.demo.state import DemoState, RunRecord
 
 MAIN_CID, MAIN_PORT = 16, 443
@@ -96,13 +100,11 @@ class Demo:
         layout: DemoLayout,
         supervisor: Supervisor,
         progress: Progress,
-        console: Console,
     ) -> None:
         self.options = options
         self.layout = layout
         self.sup = supervisor
         self.progress = progress
-        self.console = console
         self.commands = Commands(nitrotls_command())
         self.ports = PortPlan.choose(options.port)
         self.state = DemoState.load(layout.state)
@@ -120,7 +122,7 @@ class Demo:
 
     @property
     def url(self) -> str:
-        return f"https://{DOMAIN}:{self.options.port}"
+        return f"https://{DOMAIN}:{self.ports.public}"
 
     @property
     def kms_url(self) -> str:
@@ -187,6 +189,8 @@ class Demo:
             from nitrotls.nsm import dev_root_fingerprint
 
             dev_root = dev_root_fingerprint()  # made once, here, before any enclave races for it
+            for cid, port in ((OUTBOUND_CID, OUTBOUND_PORT), (MAIN_CID, MAIN_PORT)):
+                vsock_path(cid, port)  # a data directory too deep for socket paths fails here
             for role in images.ROLES:
                 self.pcrs[role] = images.write_image(self.layout.image(role), role)
                 images.write_pcrs_file(self.layout.pcrs_file(role), self.pcrs[role])
@@ -264,6 +268,7 @@ class Demo:
         with self.progress.stage("local KMS") as stage:
             stage.waiting(f"waiting for {self.kms_url}")
             self._wait_tcp(self.procs["kms"], self.ports.kms)
+            self.serving.append(self.procs["kms"])
             stage.detail = f"{self.kms_url} (attestation-checking, dev root trusted)"
 
     def _ca_stage(self) -> None:
@@ -304,7 +309,17 @@ class Demo:
     def _inbound(self) -> None:
         with self.progress.stage("host inbound proxy") as stage:
             child = self.procs["host-inbound"]
-            self._wait_tcp(child, self.ports.public)
+            try:
+                self._wait_tcp(child, self.ports.public)
+            except NotReadyError as error:
+                tail = child.tail()
+                if "in use" not in tail.lower():
+                    raise
+                reason = (
+                    f"port {self.ports.public} is already in use on 127.0.0.1 "
+                    "(choose another with --port N)"
+                )
+                raise DemoStageError(stage.title, f"{error}: {reason}", tail) from None
             stage.detail = f"tcp://127.0.0.1:{self.ports.public} → {MAIN_VSOCK} (bytes only)"
             self.serving.append(child)
 

@@ -54,8 +54,9 @@ class PortPlan:
 
     @classmethod
     def choose(cls, public: int) -> PortPlan:
-        ports = Ports({public})
-        return cls(public, *(ports.next() for _ in range(10)))
+        """``public`` 0 picks a free port for it too."""
+        ports = Ports({public} if public else set())
+        return cls(public or ports.next(), *(ports.next() for _ in range(10)))
 
 
 @dataclass(frozen=True)

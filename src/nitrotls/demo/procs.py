@@ -161,15 +161,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def recorded_pids(layout: DemoLayout) -> list[int]:
-    """PIDs an earlier run recorded (empty when there is no record or it is unreadable)."""
-    try:
-        entries = json.loads(layout.children.read_text())
-        return [int(entry["pid"]) for entry in entries]
-    except (OSError, ValueError, TypeError, KeyError):
-        return []
-
-
 def marked_processes(root: Path) -> list[int]:
     """Live processes whose environment carries this demo directory's marker (Linux /proc)."""
     marker = f"{MARKER_ENV}={root}".encode()

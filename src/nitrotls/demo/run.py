@@ -97,10 +97,13 @@ def run_demo(options: DemoOptions, console: Console) -> int:
     with InterruptGuard() as guard, demo_lock(layout):
         leftovers = stop_leftovers(layout)
         if leftovers:
-            console.print(f"stopped {leftovers} process(es) left behind by an earlier demo run")
+            console.print(
+                f"stopped {leftovers} process(es) left behind by an earlier demo run",
+                highlight=False,
+            )
         supervisor = Supervisor(layout, child_environment(), guard=guard.deferred)
         try:
-            demo = Demo(options, layout, supervisor, Progress(console), console)
+            demo = Demo(options, layout, supervisor, Progress(console))
             result = demo.start()
             print_summary(console, result)
             if options.exit_after_verify:
@@ -115,6 +118,9 @@ def run_demo(options: DemoOptions, console: Console) -> int:
         finally:
             guard.stopping()
             count = len(supervisor.children)
-            killed = supervisor.stop_all()
+            with console.status(f"stopping the {count} process(es) the demo started…"):
+                killed = supervisor.stop_all()
             forced = f" ({', '.join(killed)} had to be killed)" if killed else ""
-            console.print(f"stopped the {count} process(es) the demo started{forced}")
+            console.print(
+                f"stopped the {count} process(es) the demo started{forced}", highlight=False
+            )

@@ -7,8 +7,6 @@ import shlex
 import platformdirs
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 
 from nitrotls import home
 from nitrotls.demo.layout import BUNDLE_NAME
@@ -33,39 +31,41 @@ def try_commands(result: DemoResult) -> list[str]:
 
 
 def print_summary(console: Console, result: DemoResult) -> None:
+    """What was proven, the measurements, and the commands to check it by hand."""
     proof = result.proof
     ca_name = "Pebble (a test ACME CA)" if result.ca_kind == "pebble" else "the local dev CA"
+    generator_pcr0 = result.generator_pcrs[0].hex()
+    greeting = proof.body.splitlines()[0] if proof.body else ""
     lines = [
         f"[bold green]✓ verified[/]: {escape(result.url)} is served by the measured main "
         "enclave, and only by it.",
         "",
         "[bold]What was proven[/]",
         f"  • TLS: the certificate for {escape(proof.subject)} chains to {ca_name}.",
-        "  • On that same connection the server answered a fresh attestation document "
-        f"(our nonce {proof.nonce[:16]}…), signed by the simulated NSM's dev root, that binds "
-        f"this certificate's public key (SPKI sha384 {proof.spki_sha384[:16]}…) and bundle "
+        "  • On that same connection the enclave answered a fresh attestation document (our "
+        f"nonce {proof.nonce[:16]}…), signed through the simulated NSM's dev root, binding this "
+        f"certificate's public key (SPKI sha384 {proof.spki_sha384[:16]}…) and bundle "
         f"{proof.bundle_id[:16]}….",
-        "  • Its measurements equal the main enclave image's, so that image holds the key:",
-    ]
-    lines += [f"      PCR{i} {value}" for i, value in sorted(proof.pcrs.items())]
-    generator_pcr0 = result.generator_pcrs[0].hex()
-    lines += [
+        "  • Its measurements are the main enclave image's "
+        f"({escape(str(result.layout.pcrs_file('main')))}):",
+        *(f"      PCR{i} {value}" for i, value in sorted(proof.pcrs.items())),
         f"  • The key was born in the generator enclave (PCR0 {generator_pcr0[:16]}…) and "
-        f"sealed at once under KMS key {escape(result.kms_key_id)}, whose policy releases the "
-        "data key only to the main image's PCRs; no file on the host holds it in the clear.",
-        f"  • The web app answered through the enclave: "
-        f"[italic]{escape(proof.body.splitlines()[0] if proof.body else '')}[/]",
+        f"sealed at once under KMS key {escape(result.kms_key_id)}, whose policy releases "
+        "the data key only to the main image's PCRs. No file on the host holds it in clear.",
+        f"  • The web app answered through the enclave: [italic]{escape(greeting)}[/]",
         "",
         "[bold]Try it yourself[/] (while the demo is serving)",
+        *(f"  $ {escape(command)}" for command in try_commands(result)),
+        "",
+        _timing(result),
+        f"Details: {escape(str(result.layout.endpoint))}; logs in "
+        f"{escape(str(result.layout.logs))}; bundle {BUNDLE_NAME!r} in "
+        f"{escape(result.layout.store_spec)}",
     ]
-    lines += [f"  $ {escape(command)}" for command in try_commands(result)]
-    lines += ["", _timing(result)]
-    console.print(Panel("\n".join(lines), title="nitrotls demo", border_style="green"))
-    table = Table(show_header=False, box=None, padding=(0, 1))
-    table.add_row("endpoint", escape(str(result.layout.endpoint)))
-    table.add_row("store", escape(result.layout.store_spec) + f"  (bundle {BUNDLE_NAME!r})")
-    table.add_row("logs", escape(str(result.layout.logs)))
-    console.print(table)
+    console.rule("[bold]nitrotls demo[/]")
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    console.rule()
 
 
 def _timing(result: DemoResult) -> str:

@@ -1,28 +1,30 @@
-"""The little HTTP/1.1 the KMS protocol needs, read strictly and cheaply.
+"""The little HTTP/1.1 the KMS protocol needs, read strictly and cheaply from a byte buffer.
 
 ``http.server`` parses headers with the email package, which costs more per request than
 everything else the server does outside cryptography. KMS clients send one shape of request
 (``POST /``, a dozen headers, a Content-Length body), so this module reads exactly that:
 bounded lines, bounded header count, no folded headers, no chunked bodies, one Content-Length.
 Anything else is answered with a 4xx and the connection closed.
+
+The reader works on whatever bytes have arrived so far (the server is event-driven): it finds
+complete lines, checks each one as it comes, and says "not yet" until the blank line that ends
+the head has arrived, so a head that breaks a limit is refused before it is complete.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
 
 MAX_LINE = 8192
 MAX_HEADERS = 100
 _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VERSIONS = ("HTTP/1.1", "HTTP/1.0")
-
-
-class LineReader(Protocol):
-    def readline(self, size: int = -1, /) -> bytes: ...
+_BLANK = (b"\r\n", b"\n")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class HTTPRequestError(Exception):
@@ -54,41 +56,67 @@ def _bad(message: str, status: int = 400) -> HTTPRequestError:
     return HTTPRequestError(status, "ValidationException", message)
 
 
-def _line(rfile: LineReader) -> bytes | None:
-    line = rfile.readline(MAX_LINE + 1)
-    if not line:
+class HeadReader:
+    """Collects one request head line by line from a buffer; reusable after :meth:`reset`."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._lines: list[bytes] = []
+        self._skipped_blank = False
+
+    @property
+    def started(self) -> bool:
+        """True once a line of a request (not the tolerated leading blank one) was read."""
+        return bool(self._lines)
+
+    def feed(self, buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead | None]:
+        """Consume complete lines from ``buffer[start:]``: (new start, the head when complete)."""
+        while True:
+            end = buffer.find(b"\n", start, start + MAX_LINE)
+            if end < 0:
+                if len(buffer) - start >= MAX_LINE:
+                    raise _bad(f"A request line or header is longer than {MAX_LINE} bytes.", 431)
+                return start, None
+            line = bytes(buffer[start : end + 1])
+            start = end + 1
+            head = self._line(line)
+            if head is not None:
+                return start, head
+
+    def _line(self, line: bytes) -> RequestHead | None:
+        if line in _BLANK:
+            if self._lines:
+                head = _parse(self._lines)
+                self.reset()
+                return head
+            if not self._skipped_blank:  # RFC 9112 §2.2: ignore an empty line before a request
+                self._skipped_blank = True
+                return None
+            raise _bad("The request line must be METHOD SP TARGET SP HTTP-VERSION.")
+        if len(self._lines) > MAX_HEADERS:
+            raise _bad(f"More than {MAX_HEADERS} headers.", 431)
+        self._lines.append(line)
+        if len(self._lines) == 1:
+            _request_line(line)  # refuse a bad request line before its headers arrive
         return None
-    if len(line) > MAX_LINE:
-        raise _bad(f"A request line or header is longer than {MAX_LINE} bytes.", 431)
-    if not line.endswith(b"\n"):
-        raise _bad("The connection closed in the middle of a line.")
-    return line
 
 
-def read_head(rfile: LineReader) -> RequestHead | None:
-    """The next request's line and headers; None when the client closed between requests."""
-    line = _line(rfile)
-    if line in (b"\r\n", b"\n"):  # RFC 9112 §2.2: ignore an empty line before a request
-        line = _line(rfile)
-    if line is None:
-        return None
+def _request_line(line: bytes) -> tuple[str, str, str]:
     parts = line.rstrip(b"\r\n").split(b" ")
     if len(parts) != 3 or not _TOKEN.match(parts[0]):
         raise _bad("The request line must be METHOD SP TARGET SP HTTP-VERSION.")
     method, target, version = (part.decode("latin-1") for part in parts)
     if version not in _VERSIONS:
         raise _bad(f"HTTP version {version!r} is not supported.", 505)
-    return RequestHead(method, target, version, _headers(rfile))
+    return method, target, version
 
 
-def _headers(rfile: LineReader) -> dict[str, str]:
+def _parse(lines: list[bytes]) -> RequestHead:
+    method, target, version = _request_line(lines[0])
     headers: dict[str, str] = {}
-    for _ in range(MAX_HEADERS + 1):
-        line = _line(rfile)
-        if line is None:
-            raise _bad("The connection closed inside the request headers.")
-        if line in (b"\r\n", b"\n"):
-            return headers
+    for line in lines[1:]:
         if line[:1] in (b" ", b"\t"):
             raise _bad("Folded (multi-line) headers are not accepted.")
         name, sep, value = line.partition(b":")
@@ -97,7 +125,7 @@ def _headers(rfile: LineReader) -> dict[str, str]:
         key = name.decode("ascii").lower()
         text = value.strip().decode("latin-1")
         headers[key] = f"{headers[key]},{text}" if key in headers else text
-    raise _bad(f"More than {MAX_HEADERS} headers.", 431)
+    return RequestHead(method, target, version, headers)
 
 
 def content_length(head: RequestHead, limit: int) -> int:
@@ -120,13 +148,34 @@ def content_length(head: RequestHead, limit: int) -> int:
     return length
 
 
-def response(status: int, body: bytes, headers: dict[str, str], *, close: bool) -> bytes:
-    """One complete HTTP/1.1 response (head and body), ready for a single ``sendall``."""
+class _DateHeader:
+    """``Date: …`` changes once a second; formatting it per response is measurable waste."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = ""
+
+    def line(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._line = f"Date: {formatdate(now, usegmt=True)}"
+        return self._line
+
+
+_date = _DateHeader()
+
+
+def _reason(status: int) -> str:
     try:
-        reason = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase
     except ValueError:
-        reason = "Unknown"
-    lines = [f"HTTP/1.1 {status} {reason}", f"Date: {formatdate(usegmt=True)}"]
+        return "Unknown"
+
+
+def response(status: int, body: bytes, headers: dict[str, str], *, close: bool) -> bytes:
+    """One complete HTTP/1.1 response (head and body), ready for a single write."""
+    lines = [f"HTTP/1.1 {status} {_reason(status)}", _date.line()]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     lines.append(f"Content-Length: {len(body)}")
     if close:

@@ -1,0 +1,75 @@
+"""`nitrotls serve` argument handling: typed errors with their exit codes, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nitrotls.cli import cli
+from nitrotls.server.errors import ServerConfigError, TLSContextError
+
+
+def invoke(*args: str) -> BaseException | None:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exception
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "img"
+    path.mkdir()
+    (path / "app.py").write_text("x\n")
+    return path
+
+
+def test_needs_exactly_one_mode(image: Path, tmp_path: Path) -> None:
+    error = invoke("--enclave", f"simulated:{image}", "serve", "--name", "n")
+    assert isinstance(error, ServerConfigError) and error.exit_code == 2
+    assert "--upstream" in str(error)
+
+
+def test_insecure_cert_needs_key(image: Path, tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:1",
+        "--insecure-bundled-cert", str(cert),
+    )  # fmt: skip
+    assert isinstance(error, ServerConfigError) and "--key" in str(error)
+
+
+def test_insecure_files_that_do_not_load(image: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:1",
+        "--insecure-bundled-cert", str(cert), "--key", str(key),
+    )  # fmt: skip
+    assert isinstance(error, TLSContextError) and error.exit_code == 65
+
+
+def test_bundle_mode_needs_generator_pcrs(image: Path) -> None:
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:1",
+        "--name", "example",
+    )  # fmt: skip
+    assert isinstance(error, ServerConfigError) and "--generator-pcrs" in str(error)
+
+
+def test_bad_listen_address(image: Path) -> None:
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:1",
+        "--listen", "127.0.0.1:8443", "--name", "n",
+    )  # fmt: skip
+    assert isinstance(error, ServerConfigError) and "scheme" in str(error)
+
+
+def test_server_section_of_the_config_file_is_used(image: Path, tmp_path: Path) -> None:
+    config = tmp_path / "nitrotls.toml"
+    config.write_text('[server]\nupstream = "http://127.0.0.1:1"\nlisten = "tcp://127.0.0.1:0"\n')
+    error = invoke("--enclave", f"simulated:{image}", "serve", "--config", str(config))
+    # The mode came from the file; what is missing now is the bundle name.
+    assert isinstance(error, ServerConfigError) and "bundle name" in str(error)
