@@ -24,6 +24,12 @@ _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
+_FIELDS = rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*"
+# Whole heads validated by one regex (the common case); per-line checks only explain failures.
+_REQUEST_HEAD = re.compile(_TOKEN + rb" /[\x21-\x7e]* HTTP/1\.[01]" + _FIELDS)
+_RESPONSE_HEAD = re.compile(
+    rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?" + _FIELDS
+)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 _OWS = b" \t"
@@ -116,7 +122,8 @@ def parse_request(head: bytes) -> RequestHead:
     if method == b"CONNECT":
         raise ProtocolError("CONNECT is not supported", 405)
     request = RequestHead(method, target, minor, [], keep_alive=minor == 1)
-    special = _split_fields(lines, request.fields, _REQUEST_SPECIAL)
+    valid = _REQUEST_HEAD.fullmatch(head) is not None
+    special = _split_fields(lines, request.fields, _REQUEST_SPECIAL, valid=valid)
     tokens: set[bytes] = set()
     lengths: list[bytes] = []
     encodings: list[bytes] = []
@@ -158,7 +165,8 @@ def parse_response(head: bytes, method: bytes) -> ResponseHead:
         raise ProtocolError("upstream sent a malformed status line", 502)
     minor, status = int(match[1]), int(match[2])
     response = ResponseHead(status, minor, lines[0], [], keep_alive=minor == 1)
-    special = _split_fields(lines, response.fields, _RESPONSE_SPECIAL, upstream=True)
+    valid = _RESPONSE_HEAD.fullmatch(head) is not None
+    special = _split_fields(lines, response.fields, _RESPONSE_SPECIAL, upstream=True, valid=valid)
     lengths: list[bytes] = []
     encodings: list[bytes] = []
     tokens = response.connection_tokens
@@ -197,32 +205,45 @@ def _keep_length_for_head(response: ResponseHead, lengths: list[bytes]) -> None:
 
 
 def _split_fields(
-    lines: list[bytes], keep: list[bytes], special: frozenset[bytes], *, upstream: bool = False
+    lines: list[bytes],
+    keep: list[bytes],
+    special: frozenset[bytes],
+    *,
+    upstream: bool = False,
+    valid: bool = False,
 ) -> list[tuple[bytes, bytes]]:
-    """Validate header lines; append plain ones to ``keep``, return special ones lowered."""
+    """Append plain header lines to ``keep``, return special ones lowered. ``valid`` says the
+    whole head already matched the strict grammar; otherwise each line is checked here."""
     status = 502 if upstream else 400
     if len(lines) - 1 > MAX_HEADERS:
         raise ProtocolError(f"more than {MAX_HEADERS} header fields", 431 if not upstream else 502)
     found: list[tuple[bytes, bytes]] = []
     match = _HEADER.fullmatch
     for line in lines[1:]:
-        parsed = match(line)
-        if parsed is None:
+        if not valid and match(line) is None:
             raise ProtocolError("malformed header field (or obs-fold, or a bare CR/LF)", status)
-        name = parsed[1].lower()
+        name, _, value = line.partition(b":")
+        name = name.lower()
         if name in special:
-            found.append((name, parsed[2].strip(_OWS)))
+            found.append((name, value.strip(_OWS)))
         else:
             keep.append(line)
+    if not valid:  # every line passed on its own: something else is wrong (e.g. a bare CR)
+        raise ProtocolError("malformed message head", status)
     return found
 
 
 def _tokens(value: bytes) -> list[bytes]:
-    return [token.strip(_OWS).lower() for token in value.split(b",") if token.strip(_OWS)]
+    lowered = value.lower()
+    if lowered in _CONNECTION_KNOWN:  # the usual single token
+        return [lowered]
+    return [token.strip(_OWS) for token in lowered.split(b",") if token.strip(_OWS)]
 
 
 def _drop_connection_named(fields: list[bytes], tokens: set[bytes]) -> None:
     """Remove headers that the Connection header declared hop-by-hop."""
+    if not tokens:
+        return
     extra = tokens - _CONNECTION_KNOWN
     if extra:
         fields[:] = [f for f in fields if f.partition(b":")[0].lower() not in extra]
@@ -239,6 +260,9 @@ def _framing(
         if len(encodings) != 1 or encodings[0].lower() != b"chunked":
             raise ProtocolError("only 'Transfer-Encoding: chunked' is supported", 501)
         return CHUNKED, 0
+    if len(lengths) == 1 and _DIGITS.fullmatch(lengths[0]):  # the usual case
+        length = int(lengths[0])
+        return (LENGTH, length) if length else (NONE, 0)
     if lengths:
         values = {v for item in lengths for v in item.split(b",")}
         values = {v.strip(_OWS) for v in values}
