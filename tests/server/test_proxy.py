@@ -512,3 +512,24 @@ def test_proxy_protocol_v2_gives_the_client_address(pki: PKI) -> None:
             assert s.metrics.handshake_failures == 1
 
     asyncio.run(scenario())
+
+
+def test_core_paths_under_uvloop(pki: PKI) -> None:
+    """`nitrotls serve` runs on uvloop: the same exchanges work there."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        holder = ContextHolder(served_from(pki.issue()))
+        async with upstream_server() as up, running(options(up.url), holder) as server:
+            reader, writer = await open_tls(port_of(server), pki.client_context())
+            writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+            writer.write(b"POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"3\r\nabc\r\n0\r\n\r\n")
+            first = await read_response(reader)
+            second = await read_response(reader)
+            assert json.loads(first[2])["target"] == "/a"
+            assert json.loads(second[2])["body"] == "abc"
+            assert up.connections == 1
+            writer.close()
+
+    uvloop.run(scenario())

@@ -27,9 +27,7 @@ _HEADER = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)")
 _FIELDS = rb"(?:\r\n" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*)*"
 # Whole heads validated by one regex (the common case); per-line checks only explain failures.
 _REQUEST_HEAD = re.compile(_TOKEN + rb" /[\x21-\x7e]* HTTP/1\.[01]" + _FIELDS)
-_RESPONSE_HEAD = re.compile(
-    rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?" + _FIELDS
-)
+_RESPONSE_HEAD = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?" + _FIELDS)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?")
 _OWS = b" \t"

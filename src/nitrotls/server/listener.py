@@ -227,6 +227,9 @@ class TLSListener:
                 conn.close()
                 return
             conn.setblocking(False)
+            if conn.family in (socket.AF_INET, socket.AF_INET6):
+                # The response and the TLS close_notify must not wait for a delayed ACK.
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = _peer_text(peer)
             if self.settings.proxy_protocol:
                 client = await self._read_proxy_header(conn) or client

@@ -184,8 +184,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_close = False
         if response.framing == NONE:
             self._finish_exchange(rest)
+            self._maybe_release()  # back in the pool before the client sends its next request
             sink.on_response_head(response, [], True)
-            self._maybe_release()
             return
         self.state = _BODY
         body: list[bytes] = []
@@ -204,24 +204,26 @@ class UpstreamConnection(asyncio.Protocol):
             self._until_close = True
             if rest:
                 body.append(rest)
-        sink.on_response_head(response, body, done)
         if done:
             self._maybe_release()
+        sink.on_response_head(response, body, done)
 
     def _body(self, data: bytes) -> None:
+        sink = self.sink
         body: list[bytes] = []
         if self._framing == LENGTH:
             done = self._take_length(data, body)
         elif self._framing == CHUNKED:
             done = self._take_chunked(data, body)
+            if self.state == _CLOSED:
+                return
         else:
             body.append(data)
             done = False
-        sink = self.sink
-        if sink is not None:
-            sink.on_response_body(body, done)
         if done:
             self._maybe_release()
+        if sink is not None:
+            sink.on_response_body(body, done)
 
     def _take_length(self, data: bytes, out: list[bytes]) -> bool:
         remaining = self._remaining
