@@ -156,8 +156,14 @@ def test_release_with_plain_boto3(deployment: Deployment) -> None:
         error_code(lambda: kms.generate_data_key(KeyId=deployment.key_arn, KeySpec="AES_256"))
         == "AccessDeniedException"
     )
-    assert error_code(decrypt_as(deployment.main, EncryptionContext={})) == (
+    # A context the policy admits but the blob was not sealed under: the blob refuses itself.
+    wrong_context = {**CONTEXT, "nitrotls:name": "other.example.test"}
+    assert error_code(decrypt_as(deployment.main, EncryptionContext=wrong_context)) == (
         "InvalidCiphertextException"
+    )
+    # No bundle context at all: the key policy refuses before anything is decrypted.
+    assert error_code(decrypt_as(deployment.main, EncryptionContext={})) == (
+        "AccessDeniedException"
     )
     assert error_code(decrypt_as(deployment.main, CiphertextBlob=bytes(tampered))) == (
         "InvalidCiphertextException"

@@ -68,7 +68,6 @@ def cli(home_dir: Path | None, enclave_spec: str | None) -> None:
     set_enclave(enclave_spec)  # validated now; roles call nitrotls.nsm.enclave_from_spec(None)
 
 
-
 def main() -> None:
     """Console-script entry point: typed nitrotls errors become one line and an exit code."""
     sys.exit(run_guarded(cli))

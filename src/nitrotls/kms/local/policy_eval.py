@@ -32,6 +32,7 @@ MAX_POLICY_BYTES = 32768
 # Operators: name → (match one request value against one policy value, negated?).
 _Matcher = Callable[[str, str], bool]
 _ACCOUNT_ID = re.compile(r"\d{12}")
+_MATCH_MEMO = 1024  # remembered (principal, action, resource) matches per statement
 
 
 def _glob(pattern: str, flags: int = 0) -> re.Pattern[str]:
@@ -208,20 +209,37 @@ class Statement:
     _principals: tuple[Principal, ...] = field(init=False, repr=False, compare=False)
     _actions: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
     _resources: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+    _matched: dict[tuple[str, str, str], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Compiled once when the policy is stored, not per request.
         object.__setattr__(self, "_principals", tuple(Principal.of(p) for p in self.principals))
         object.__setattr__(self, "_actions", tuple(_glob(a, re.IGNORECASE) for a in self.actions))
         object.__setattr__(self, "_resources", tuple(_glob(r) for r in self.resources))
+        object.__setattr__(self, "_matched", {})
 
     def applies(self, context: RequestContext) -> bool:
         return (
-            self._principal_matches(context.principal)
-            and self._action_matches(context.action)
-            and self._resource_matches(context.resource)
+            self._matches(context.principal, context.action, context.resource)
             and all(condition.holds(context) for condition in self.conditions)
         )
+
+    def _matches(self, principal: str, action: str, resource: str) -> bool:
+        """Principal, action and resource: a pure function of this (immutable) statement and
+        three strings, remembered per triple. Bounded: callers are configured credentials,
+        actions the operations, resources the keys (the table is cleared past its limit)."""
+        triple = (principal, action, resource)
+        found = self._matched.get(triple)
+        if found is None:
+            found = (
+                self._principal_matches(principal)
+                and self._action_matches(action)
+                and self._resource_matches(resource)
+            )
+            if len(self._matched) >= _MATCH_MEMO:
+                self._matched.clear()
+            self._matched[triple] = found
+        return found
 
     def _principal_matches(self, principal: str) -> bool:
         caller = principal.split(":", 5)

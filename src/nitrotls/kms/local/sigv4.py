@@ -31,7 +31,6 @@ _AUTH_RE = re.compile(
     r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*"
     r"Signature=(?P<signature>[0-9a-fA-F]{64})\s*$"
 )
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -149,16 +148,18 @@ def canonical_request(request: WireRequest, signed_headers: str) -> str:
     names = signed_headers.split(";")
     if names != sorted(set(names)) or "host" not in names:
         raise _invalid("SignedHeaders must be sorted, unique, and include 'host'.")
+    headers = request.headers
     lines = []
     for name in names:
-        if name not in request.headers:
+        value = headers.get(name)
+        if value is None:
             raise _invalid(f"Header {name!r} is listed in SignedHeaders but was not sent.")
-        lines.append(f"{name}:{_SPACES.sub(' ', request.headers[name].strip())}\n")
+        lines.append(f"{name}:{' '.join(value.split())}\n")  # trimmed, inner runs collapsed
     return "\n".join(
         [
             request.method.upper(),
-            _canonical_uri(request.path),
-            _canonical_query(request.query),
+            "/" if request.path == "/" else _canonical_uri(request.path),
+            _canonical_query(request.query) if request.query else "",
             "".join(lines),
             signed_headers,
             hashlib.sha256(request.body).hexdigest(),
@@ -207,12 +208,12 @@ def signature(secret: str, amz_date: str, scope: tuple[str, str, str, str], cano
         ]
     )
     key = _signing_key(secret, *scope)
-    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
 
 
 @lru_cache(maxsize=64)
 def _signing_key(secret: str, day: str, region: str, service: str, terminator: str) -> bytes:
     key = ("AWS4" + secret).encode()
     for part in (day, region, service, terminator):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        key = hmac.digest(key, part.encode(), "sha256")
     return key
