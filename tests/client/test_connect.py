@@ -169,3 +169,15 @@ def test_exchange_bounds_the_reply() -> None:
     )
     with pytest.raises(AttestationExchangeError, match="larger than"):
         exchange.feed(head.encode() + b"x" * (MAX_DOCUMENT + 1))
+
+
+def test_a_context_without_verification_is_refused(
+    server, policy: Policy, verifier: Verifier
+) -> None:
+    import ssl
+
+    lax = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    lax.check_hostname = False
+    lax.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ConnectFailedError, match="must verify"):
+        connect(server.url, policy, verifier=verifier, context=lax)

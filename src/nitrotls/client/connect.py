@@ -6,6 +6,7 @@ about that connection's certificate. Nothing the caller sends can leave before t
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import ssl
@@ -28,6 +29,12 @@ def tls_context(ca: str | None = None) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_context(ca: str | None) -> ssl.SSLContext:
+    """One context per CA file for :func:`connect`: loading roots costs more than a verify."""
+    return tls_context(ca)
 
 
 @dataclass
@@ -61,12 +68,20 @@ def connect(
     *,
     verifier: Verifier | None = None,
     ca: str | None = None,
+    context: ssl.SSLContext | None = None,
     timeout: float = 10.0,
     allow_insecure_dev: bool = False,
 ) -> AttestedConnection:
-    """Open ``url`` and return the connection only once its enclave is proven; else raise."""
+    """Open ``url`` and return the connection only once its enclave is proven; else raise.
+
+    ``context`` overrides the TLS client context (default: one cached per ``ca`` file, built by
+    :func:`tls_context`); it must keep certificate and hostname verification on.
+    """
     endpoint = Endpoint.parse(url)
-    sock = _open_tls(endpoint, tls_context(ca), timeout)
+    context = context or _shared_context(ca)
+    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+        raise ConnectFailedError("the TLS context must verify the certificate and the hostname")
+    sock = _open_tls(endpoint, context, timeout)
     try:
         nonce = os.urandom(NONCE_BYTES)
         document = _fetch_document(sock, endpoint, nonce, time.monotonic() + timeout)

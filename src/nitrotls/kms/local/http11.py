@@ -25,7 +25,6 @@ _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 _BLANK = (b"\r\n", b"\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_FAST_HEAD = 16384  # heads up to this size are split in one go when complete
 
 
 class HTTPRequestError(Exception):
@@ -74,10 +73,6 @@ class HeadReader:
 
     def feed(self, buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead | None]:
         """Consume complete lines from ``buffer[start:]``: (new start, the head when complete)."""
-        if not self._lines and not self._skipped_blank:
-            found = _whole_head(buffer, start)
-            if found is not None:
-                return found
         while True:
             end = buffer.find(b"\n", start, start + MAX_LINE)
             if end < 0:
@@ -106,26 +101,6 @@ class HeadReader:
         if len(self._lines) == 1:
             _request_line(line)  # refuse a bad request line before its headers arrive
         return None
-
-
-def _whole_head(buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead] | None:
-    """The common case, a whole CRLF head already in the buffer, split at once; None for
-    anything else (bare LF, a leading blank line, a limit reached), which the line-by-line
-    reader then handles (or refuses) exactly."""
-    end = buffer.find(b"\r\n\r\n", start, start + _FAST_HEAD)
-    if end < 0:
-        return None
-    block = bytes(buffer[start:end])
-    lines = block.split(b"\r\n")
-    if (
-        not lines[0]
-        or len(lines) > MAX_HEADERS + 1
-        or block.count(b"\n") != len(lines) - 1
-        or max(map(len, lines)) > MAX_LINE - 2
-    ):
-        return None
-    _request_line(lines[0])
-    return end + 4, _parse(lines)
 
 
 def _request_line(line: bytes) -> tuple[str, str, str]:
