@@ -157,8 +157,8 @@ def floor_rate(documents: list[bytes], operations: int, blob_size: int) -> tuple
     cycle = itertools.cycle(documents)
     started, cpu = time.perf_counter(), time.thread_time()
     for _ in range(operations):
-        document = verifier.authenticate(next(cycle))
-        public_key = load_der_public_key(document.public_key or b"")
+        verified = verifier.authenticate(next(cycle))
+        public_key = load_der_public_key(verified.public_key or b"")
         aead.decrypt(nonce, sealed, b"aad")
         public_key.encrypt(os.urandom(32), OAEP)  # type: ignore[union-attr]
     elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
@@ -284,6 +284,7 @@ def main() -> None:
         f"req/s = {bound * floor_ms / 1e3:.2f} x floor"
     )
     print(f"  server / no-crypto request rate = {served / plain:.2f}")
+
 
 if __name__ == "__main__":
     main()

@@ -161,9 +161,11 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if not self._closing and not self._paused:
+        if self._closing:
+            self._close()  # a refused client has stopped sending: done
+        elif not self._paused:
             self._finish_at_eof()
-        return True  # we close (or keep answering queued requests) ourselves
+        return True  # we close (or first answer the requests already queued) ourselves
 
     def pause_writing(self) -> None:
         self._paused = True

@@ -219,10 +219,9 @@ class Statement:
         object.__setattr__(self, "_matched", {})
 
     def applies(self, context: RequestContext) -> bool:
-        return (
-            self._matches(context.principal, context.action, context.resource)
-            and all(condition.holds(context) for condition in self.conditions)
-        )
+        if not self._matches(context.principal, context.action, context.resource):
+            return False
+        return all(condition.holds(context) for condition in self.conditions)
 
     def _matches(self, principal: str, action: str, resource: str) -> bool:
         """Principal, action and resource: a pure function of this (immutable) statement and
