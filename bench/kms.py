@@ -17,10 +17,15 @@ envelope's key transport), and AES-256-GCM decrypt a blob of the same size. Also
 clients calling GenerateRandom without a Recipient (no crypto on the server), which is what the
 clients and HTTP alone can carry on this machine.
 
-Printed: medians over rounds (requests or operations per second), server / floor, and the
-server's CPU time per request (from /proc) beside the floor's time per operation: on a small
-machine the clients compete with the server for cores, and the CPU ratio shows what the server
-itself costs.
+Printed: medians over rounds (requests or operations per second) and server / floor; then CPU
+time per request (from /proc, to the nanosecond) of the server process, of the client threads
+(this process, during the Decrypt rounds) and of the floor. On a small machine the clients
+compete with the server for cores: "floor CPU / server CPU" is the ratio the server would reach
+with a core of its own, and the "CPU bound" line is the most these CPU costs allow here at all
+(the server's work holds its interpreter lock, the client threads share theirs, and the two
+together cannot use more than the machine's cores). Rates are wall-clock: when other processes
+load the machine during one phase or the other, the ratio moves either way, so compare runs on a
+quiet machine, or compare the CPU lines.
 """
 
 from __future__ import annotations
@@ -114,6 +119,16 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes have used so far, over every core, counting time the hypervisor
+    gave to others (steal) as busy (Linux ``/proc/stat``, 10 ms ticks; NaN elsewhere)."""
+    try:
+        ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
 
 
 def concurrent_rate(clients: list[Any], requests: int, call: Callable[[Any, int], None]) -> float:
@@ -238,12 +253,17 @@ def main() -> None:
             concurrent_rate(clients, 5, decrypt)  # connect and warm up
             server_rates, floor_rates, plain_rates, floor_cpu = [], [], [], []
             server_cpu, client_cpu = [], []  # seconds per request
+            others = []  # share of the machine other processes used during the Decrypt rounds
             total = args.clients * args.requests
+            cores = os.cpu_count() or 1
             for _ in range(args.rounds):
-                before = cpu_seconds(server.pid), time.process_time()
+                before = cpu_seconds(server.pid), time.process_time(), machine_busy_seconds()
                 server_rates.append(concurrent_rate(clients, args.requests, decrypt))
                 server_cpu.append((cpu_seconds(server.pid) - before[0]) / total)
                 client_cpu.append((time.process_time() - before[1]) / total)
+                ours = (server_cpu[-1] + client_cpu[-1]) * total
+                elapsed = total / server_rates[-1]
+                others.append((machine_busy_seconds() - before[2] - ours) / (elapsed * cores))
                 plain_rates.append(concurrent_rate(clients, args.requests, random))
                 rate, per_op = floor_rate(documents, total, len(blob) - 37)
                 floor_rates.append(rate)
@@ -259,6 +279,7 @@ def main() -> None:
     client_ms = statistics.median(client_cpu) * 1e3
     floor_ms = statistics.median(floor_cpu) * 1e3
     cores = os.cpu_count() or 1
+    other_share = max(0.0, statistics.median(others))
     print(
         f"local KMS Decrypt+Recipient, {args.clients} boto3 clients (threads), "
         f"{args.rounds} rounds x {args.clients * args.requests} requests"
@@ -284,6 +305,10 @@ def main() -> None:
         f"req/s = {bound * floor_ms / 1e3:.2f} x floor"
     )
     print(f"  server / no-crypto request rate = {served / plain:.2f}")
+    print(
+        f"  other processes used {other_share:.0%} of the machine during the Decrypt rounds "
+        "(median; above a few percent, the rates are disturbed)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@ from ca.ca_support import BLOCKED_DOMAIN, make_csr
 from nitrotls.ca import (
     AcmeCA,
     AcmeChallengeError,
+    AcmeError,
     AcmeExternalAccountRequiredError,
     AcmeRejectedIdentifierError,
     AcmeTransportError,
     AcmeUnauthorizedError,
     ChallengeServer,
+    CSRError,
     ExternalAccountBinding,
     command_dns_hook,
 )
@@ -434,3 +436,54 @@ def test_wrong_eab_key_is_refused(
         pytest.raises(AcmeUnauthorizedError),
     ):
         ca.account()
+
+
+def test_order_first_then_finish_with_the_csr(
+    pebble: PebbleStack, acme_store: DirectoryStore, account_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """begin() orders and publishes challenges before the key exists; finish() takes the CSR."""
+    names = [_name("early")]
+    with AcmeCA(
+        pebble.directory_url, account_key, ca_bundle=pebble.ca_bundle, http01_publisher=acme_store
+    ) as ca:
+        pending = ca.begin(names)
+        assert _challenges(acme_store)  # published while the key would be made and sealed
+        csr, key = make_csr(names)
+        chain = pending.finish(csr)
+        with pytest.raises(AcmeError, match="already finished or abandoned"):
+            pending.finish(csr)
+    assert x509.load_der_x509_certificate(chain[0]).public_key() == key.public_key()
+    _verify(pebble, chain, names[0])
+    assert _challenges(acme_store) == []
+
+
+def test_a_csr_for_other_names_is_refused(
+    pebble: PebbleStack, acme_store: DirectoryStore, account_key: ec.EllipticCurvePrivateKey
+) -> None:
+    with AcmeCA(
+        pebble.directory_url, account_key, ca_bundle=pebble.ca_bundle, http01_publisher=acme_store
+    ) as ca:
+        pending = ca.begin([_name("ordered")])
+        try:
+            other_csr, _ = make_csr([_name("other")])
+            with pytest.raises(CSRError):
+                pending.finish(other_csr)
+        finally:
+            pending.abandon()
+    assert _challenges(acme_store) == []
+
+
+def test_abandon_withdraws_the_challenges(
+    pebble: PebbleStack, acme_store: DirectoryStore, account_key: ec.EllipticCurvePrivateKey
+) -> None:
+    with AcmeCA(
+        pebble.directory_url, account_key, ca_bundle=pebble.ca_bundle, http01_publisher=acme_store
+    ) as ca:
+        pending = ca.begin([_name("dropped")])
+        assert _challenges(acme_store)
+        pending.abandon()
+        pending.abandon()  # safe to call again
+        assert _challenges(acme_store) == []
+        csr, _ = make_csr(list(pending.names.dns))
+        with pytest.raises(AcmeError, match="already finished or abandoned"):
+            pending.finish(csr)

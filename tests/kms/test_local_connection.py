@@ -3,6 +3,7 @@ client does not read them, and what happens when a client stops half-way."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from nitrotls.kms.local import LocalKMSServer
-from nitrotls.kms.local.connection import Connection, Hub
+from nitrotls.kms.local.connection import BURST, Connection, Hub
 
 
 class FakeTransport:
@@ -89,9 +90,7 @@ def test_one_byte_at_a_time(kit: Any, local_kms: LocalKMSServer) -> None:
     assert statuses(transport.written) == [200]
 
 
-def test_answers_wait_while_the_client_does_not_read(
-    kit: Any, local_kms: LocalKMSServer
-) -> None:
+def test_answers_wait_while_the_client_does_not_read(kit: Any, local_kms: LocalKMSServer) -> None:
     connection, transport = connect(local_kms, high_water=10)
     connection.data_received(signed(kit, local_kms) * 3)
     assert statuses(transport.written) == [200]  # paused after the first answer
@@ -145,3 +144,30 @@ def half_closed_exchange(server: LocalKMSServer, data: bytes) -> bytes:
 )
 def test_client_closing_half_way(local_kms: LocalKMSServer, sent: bytes, answer: list[int]) -> None:
     assert statuses(half_closed_exchange(local_kms, sent)) == answer
+
+
+def test_a_pipelining_client_takes_turns(kit: Any, local_kms: LocalKMSServer) -> None:
+    async def scenario() -> list[int]:
+        connection, transport = connect(local_kms)
+        connection.data_received(signed(kit, local_kms) * (BURST + 3))
+        seen = [len(statuses(transport.written))]
+        assert transport.reading_paused  # the others' turn
+        await asyncio.sleep(0)
+        seen.append(len(statuses(transport.written)))
+        assert not transport.reading_paused
+        return seen
+
+    assert asyncio.run(scenario()) == [BURST, BURST + 3]
+
+
+def test_tolerated_shapes_one_blank_line_before_and_bare_line_feeds(
+    kit: Any, local_kms: LocalKMSServer
+) -> None:
+    request = signed(kit, local_kms)
+    head, _, body = request.partition(b"\r\n\r\n")
+    bare = head.replace(b"\r\n", b"\n") + b"\n\n" + body
+    connection, transport = connect(local_kms)
+    connection.data_received(b"\r\n" + request + bare)
+    assert statuses(transport.written) == [200, 200]
+    connection.data_received(b"\r\n\r\n" + request)  # two blank lines: not a request line
+    assert statuses(transport.written) == [200, 200, 400]

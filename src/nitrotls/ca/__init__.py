@@ -5,17 +5,21 @@ every CA returns the DER chain, leaf first. ACME issuance polls tightly (50 ms b
 of the ``acme`` library's fixed one-second sleeps, and each ACME problem type has its own error.
 
 Public API: :class:`CertificateAuthority`, :class:`LocalCA`, :class:`AcmeCA`,
-:class:`AcmeAccount`, :class:`ExternalAccountBinding`, :class:`Backoff`,
+:class:`AcmeAccount`, :class:`PendingOrder` (``AcmeCA.begin``: order before the key exists),
+:class:`ExternalAccountBinding`, :class:`Backoff`,
 :class:`Http01Publisher`, :data:`DnsHook`, :func:`command_dns_hook`, :func:`load_csr`,
 :func:`csr_names`, the HTTP-01 responder (:func:`start_responder`, :class:`ChallengeServer`) and
 the errors of :mod:`.errors`. See docs/ca.md.
+
+The ACME client (``requests``, ``acme``, ``josepy``) and the responder (``http.server``) are
+imported on first use of their names, so a process using only the local CA does not load them.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+from typing import TYPE_CHECKING, Protocol
 
-from nitrotls.ca.acme_ca import AcmeAccount, AcmeCA, Backoff, ExternalAccountBinding
 from nitrotls.ca.csr import CSRNames, csr_names, load_csr
 from nitrotls.ca.errors import (
     PROBLEM_CLASSES,
@@ -56,7 +60,36 @@ from nitrotls.ca.errors import (
 )
 from nitrotls.ca.hooks import DnsHook, Http01Publisher, command_dns_hook
 from nitrotls.ca.local import LocalCA
-from nitrotls.ca.responder import ChallengeServer, start_responder
+
+if TYPE_CHECKING:
+    from nitrotls.ca.acme_ca import (
+        AcmeAccount,
+        AcmeCA,
+        Backoff,
+        ExternalAccountBinding,
+        PendingOrder,
+    )
+    from nitrotls.ca.responder import ChallengeServer, start_responder
+
+_LAZY = {
+    "AcmeAccount": "acme_ca",
+    "AcmeCA": "acme_ca",
+    "Backoff": "acme_ca",
+    "ExternalAccountBinding": "acme_ca",
+    "PendingOrder": "acme_ca",
+    "ChallengeServer": "responder",
+    "start_responder": "responder",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the ACME client or the responder when one of their names is first used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 class CertificateAuthority(Protocol):
@@ -110,6 +143,7 @@ __all__ = [
     "Http01Publisher",
     "LocalCA",
     "LocalCAError",
+    "PendingOrder",
     "command_dns_hook",
     "csr_names",
     "load_csr",

@@ -30,7 +30,7 @@ from josepy.jwa import ES256, ES384, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from nitrotls import __version__
-from nitrotls.ca.csr import CSRNames, csr_names, load_csr
+from nitrotls.ca.csr import CSRNames, check_dns_name, csr_names, load_csr
 from nitrotls.ca.errors import (
     AcmeAccountDoesNotExistError,
     AcmeBadNonceError,
@@ -40,6 +40,7 @@ from nitrotls.ca.errors import (
     AcmeProtocolError,
     AcmeTimeoutError,
     AcmeTransportError,
+    CSRError,
     problem_error,
 )
 from nitrotls.ca.hooks import DnsHook, Http01Publisher
@@ -110,6 +111,33 @@ class _Prepared:
     challenge: messages.ChallengeBody
     response: challenges.ChallengeResponse
     cleanup: Callable[[], None]
+
+
+class PendingOrder:
+    """An order whose challenges are answered; the CA validates them while the key is made."""
+
+    def __init__(
+        self, ca: AcmeCA, names: CSRNames, order: messages.OrderResource, deadline: _Deadline
+    ) -> None:
+        self.names = names
+        self.order = order
+        self.deadline = deadline
+        self.prepared: list[_Prepared] = []
+        self._ca: AcmeCA | None = ca
+
+    def finish(self, csr: bytes) -> tuple[bytes, ...]:
+        """Wait for validation, finalize with ``csr`` and download: the DER chain, leaf first."""
+        if self._ca is None:
+            raise AcmeError("this ACME order was already finished or abandoned")
+        ca, self._ca = self._ca, None
+        return ca._finish(self, load_csr(csr))
+
+    def abandon(self) -> None:
+        """Withdraw the published challenges (tokens, TXT records); safe to call again."""
+        self._ca = None
+        prepared, self.prepared = self.prepared, []
+        for item in prepared:
+            _quietly(item.cleanup, f"cleaning up the challenge for {item.identifier}")
 
 
 def _jwk(key: AccountKey) -> tuple[JWK, JWASignature]:
@@ -315,52 +343,91 @@ class AcmeCA:
         """Order, prove control, finalize and download: the DER chain, leaf first."""
         request = load_csr(csr)
         names = csr_names(request)
-        pem = request.public_bytes(serialization.Encoding.PEM)
-        self.account()
         try:
-            return self._issue_once(request, names, pem)
+            return self._issue_once(request, names)
         except AcmeAccountDoesNotExistError:
             if not self._account_uri:
                 raise
-            log.warning(
-                "ACME account %s is unknown to the CA; registering again", self._account_uri
-            )
-            self._account_uri = None
-            self._account = None
-            self._acme().net.account = None
-            self.account()
-            return self._issue_once(request, names, pem)
+            self._forget_account()
+            return self._issue_once(request, names)
+
+    def begin(self, domains: Sequence[str]) -> PendingOrder:
+        """Order certificates for DNS ``domains`` and answer their challenges, without waiting.
+
+        The CA validates while the caller makes and seals the key; :meth:`PendingOrder.finish`
+        then takes the CSR (which must name exactly ``domains``), and
+        :meth:`PendingOrder.abandon` withdraws the published challenges if no CSR comes.
+        """
+        names = CSRNames(dns=tuple(dict.fromkeys(check_dns_name(d) for d in domains)), ips=())
+        if not names.dns:
+            raise CSRError("an order needs at least one DNS name")
+        try:
+            return self._begin(names)
+        except AcmeAccountDoesNotExistError:
+            if not self._account_uri:
+                raise
+            self._forget_account()
+            return self._begin(names)
+
+    def _forget_account(self) -> None:
+        """The stored account URL is unknown to the CA: the next call registers again."""
+        log.warning("ACME account %s is unknown to the CA; registering again", self._account_uri)
+        self._account_uri = None
+        self._account = None
+        self._acme().net.account = None
 
     def _issue_once(
-        self, request: x509.CertificateSigningRequest, names: CSRNames, pem: bytes
+        self, request: x509.CertificateSigningRequest, names: CSRNames
     ) -> tuple[bytes, ...]:
+        pending = self._begin(names)
+        try:
+            return self._finish(pending, request)
+        finally:
+            pending.abandon()
+
+    def _begin(self, names: CSRNames) -> PendingOrder:
+        self.account()
         client = self._acme()
         deadline = _Deadline(self._timeout, f"issuing for {_label(names)}")
-        order = self._new_order(names, pem)
-        prepared: list[_Prepared] = []
+        order = self._new_order(names)
+        pending = PendingOrder(self, names, order, deadline)
         try:
             for authzr in order.authorizations:
                 item = self._prepare(authzr)
                 if item is not None:
-                    prepared.append(item)
-            if prepared and self._challenge == "dns-01" and self._dns_delay > 0:
+                    pending.prepared.append(item)
+            if pending.prepared and self._challenge == "dns-01" and self._dns_delay > 0:
                 deadline.sleep(self._dns_delay, "waiting for DNS propagation")
-            for item in prepared:
+            for item in pending.prepared:
                 self._call(
                     f"answering {_kind(item.challenge)} for {item.identifier}",
                     client.answer_challenge,
                     item.challenge,
                     item.response,
                 )
-            self._await_authorizations(order, deadline)
+        except BaseException:
+            pending.abandon()
+            raise
+        return pending
+
+    def _finish(
+        self, pending: PendingOrder, request: x509.CertificateSigningRequest
+    ) -> tuple[bytes, ...]:
+        names = csr_names(request)
+        if set(names.dns) != set(pending.names.dns) or set(names.ips) != set(pending.names.ips):
+            raise CSRError(
+                f"the CSR names {_label(names)}, but the order was for {_label(pending.names)}"
+            )
+        try:
+            self._await_authorizations(pending.order, pending.deadline)
         finally:
-            for item in prepared:
-                _quietly(item.cleanup, f"cleaning up the challenge for {item.identifier}")
-        chain = self._finalize(order, deadline)
+            pending.abandon()
+        pem = request.public_bytes(serialization.Encoding.PEM)
+        chain = self._finalize(pending.order.update(csr_pem=pem), pending.deadline)
         _check_chain(chain, request, names)
         return tuple(cert.public_bytes(serialization.Encoding.DER) for cert in chain)
 
-    def _new_order(self, names: CSRNames, pem: bytes) -> messages.OrderResource:
+    def _new_order(self, names: CSRNames) -> messages.OrderResource:
         """Order exactly the CSR's subjectAltName identifiers (never its common name)."""
         client = self._acme()
         identifiers = [
@@ -385,9 +452,7 @@ class AcmeCA:
         location = response.headers.get("Location")
         if not location:
             raise AcmeProtocolError("the CA created an order without a Location header")
-        return messages.OrderResource(
-            body=body, uri=location, authorizations=authorizations, csr_pem=pem
-        )
+        return messages.OrderResource(body=body, uri=location, authorizations=authorizations)
 
     def _parse(self, what: str, decode: Callable[[Any], T], response: requests.Response) -> T:
         try:

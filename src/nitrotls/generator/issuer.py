@@ -1,9 +1,10 @@
 """One issuance, start to finish, under the store lease.
 
-Order (each step logs one line and offers a test pause point): key → seal (GenerateDataKey with
-Recipient; plaintext wiped) → CSR → certificate → bundle bound by a second attestation → publish
-by compare-and-swap on the latest pointer. Nothing is visible to readers until the final swap, so
-a crash at any point leaves the previous bundle in force; the lease then expires on its own.
+Order (each step logs one line and offers a test pause point): with ACME, the order for the
+names first (the CA validates meanwhile) → key → seal (GenerateDataKey with Recipient; plaintext
+wiped) → CSR → certificate → bundle bound by a second attestation → publish by compare-and-swap
+on the latest pointer. Nothing is visible to readers until the final swap, so a crash at any
+point leaves the previous bundle in force; the lease then expires on its own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from nitrotls.bundle import (
     seal_key,
 )
 from nitrotls.config import GeneratorSection
-from nitrotls.generator.authority import Authority, AuthorityFactory
+from nitrotls.generator.authority import (
+    Authority,
+    AuthorityFactory,
+    OrderingAuthority,
+    PendingCertificate,
+)
 from nitrotls.generator.errors import GeneratorConfigError, LeaseUnavailableError
 from nitrotls.generator.keys import BornKey
 from nitrotls.generator.ports import KeyService
@@ -156,19 +162,14 @@ class Issuer:
         plan = self.plan
         seq = previous.seq + 1 if previous else 1
         bundle_id = new_bundle_id()
-        with BornKey(plan.key_type) as born:
-            self._log.step(
-                "key", f"made a {plan.key_type} key in the enclave", spki_sha384=_digest(born.spki)
-            )
-            self._see("tls-key", born.pkcs8)
-            pause_point("after-key")
-            sealed, dek = self._seal(born, bundle_id)
-            pause_point("after-seal")
-            csr = born.csr(plan.domains)
-        self._log.step("csr", f"CSR for {', '.join(plan.domains)}", csr_bytes=len(csr))
-        pause_point("after-csr")
-        self._keep_lease()
-        chain = self._certify(csr)
+        pending = self._order_ahead()
+        try:
+            sealed, dek, csr = self._new_key(bundle_id)
+            self._keep_lease()
+            chain = pending.finish(csr) if pending is not None else self._certify(csr)
+        finally:
+            if pending is not None:
+                pending.abandon()
         leaf = x509.load_der_x509_certificate(chain[0])
         self._log.step(
             "cert",
@@ -201,6 +202,37 @@ class Issuer:
         pause_point("after-publish")
         return Outcome(True, plan.name, "issued", bundle_id.hex(), seq, leaf.not_valid_after_utc)
 
+    def _order_ahead(self) -> PendingCertificate | None:
+        """An ACME order placed before the key exists, so the CA validates while it is sealed.
+
+        Only the names leave now (they are public); the CSR, the first thing about the key to
+        leave the enclave, goes out after sealing, as before.
+        """
+        authority = self._current_authority()
+        if not isinstance(authority, OrderingAuthority):
+            return None
+        pending = authority.begin(self.plan.domains)
+        self._log.step(
+            "order", f"ordered a certificate for {', '.join(self.plan.domains)}; CA validating"
+        )
+        return pending
+
+    def _new_key(self, bundle_id: bytes) -> tuple[SealedKey, WrappedDataKey, bytes]:
+        """Make the key, seal it at once, sign the CSR; the key object is gone on return."""
+        plan = self.plan
+        with BornKey(plan.key_type) as born:
+            self._log.step(
+                "key", f"made a {plan.key_type} key in the enclave", spki_sha384=_digest(born.spki)
+            )
+            self._see("tls-key", born.pkcs8)
+            pause_point("after-key")
+            sealed, dek = self._seal(born, bundle_id)
+            pause_point("after-seal")
+            csr = born.csr(plan.domains)
+        self._log.step("csr", f"CSR for {', '.join(plan.domains)}", csr_bytes=len(csr))
+        pause_point("after-csr")
+        return sealed, dek, csr
+
     def _seal(self, born: BornKey, bundle_id: bytes) -> tuple[SealedKey, WrappedDataKey]:
         plan = self.plan
         context = encryption_context(bundle_id, plan.name, born.spki)
@@ -219,9 +251,12 @@ class Issuer:
         return sealed, WrappedDataKey(data_key.key_id, data_key.ciphertext_blob, context)
 
     def _certify(self, csr: bytes) -> tuple[bytes, ...]:
+        return self._current_authority().issue(csr)
+
+    def _current_authority(self) -> Authority:
         if self._authority is None:
             self._authority = self._authority_factory()
-        return self._authority.issue(csr)
+        return self._authority
 
     def close(self) -> None:
         closer = getattr(self._authority, "close", None)

@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import lru_cache
 from http import HTTPStatus
 
 MAX_LINE = 8192
@@ -25,6 +26,10 @@ _TOKEN = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VERSIONS = ("HTTP/1.1", "HTTP/1.0")
 _BLANK = (b"\r\n", b"\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TCHAR = "[!#$%&'*+.^_`|~0-9A-Za-z-]"
+_REQUEST_LINE = re.compile(rf"({_TCHAR}+) ([^ \r\n]+) (HTTP/1\.[01])")
+_HEADER_LINE = re.compile(rf"^({_TCHAR}+):([^\r\n]*)\r\n", re.MULTILINE)
+_OWS = " \t\x0b\x0c"  # what bytes.strip() removes from a value without CR or LF
 
 
 class HTTPRequestError(Exception):
@@ -73,6 +78,10 @@ class HeadReader:
 
     def feed(self, buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead | None]:
         """Consume complete lines from ``buffer[start:]``: (new start, the head when complete)."""
+        if not self._lines and not self._skipped_blank:
+            whole = _whole_head(buffer, start)
+            if whole is not None:
+                return whole
         while True:
             end = buffer.find(b"\n", start, start + MAX_LINE)
             if end < 0:
@@ -101,6 +110,32 @@ class HeadReader:
         if len(self._lines) == 1:
             _request_line(line)  # refuse a bad request line before its headers arrive
         return None
+
+
+def _whole_head(buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead] | None:
+    """The usual case, a complete well-formed CRLF head of at most MAX_LINE bytes already in
+    the buffer, read with two regular expressions. None for anything else (a bare LF, a
+    leading blank line, any line the expressions do not match), which the line-by-line reader
+    then reads exactly as it would have, or refuses with the precise error."""
+    end = buffer.find(b"\r\n\r\n", start, start + MAX_LINE)
+    if end < 0:
+        return None
+    text = buffer[start : end + 2].decode("latin-1")
+    line_end = text.find("\r\n")
+    request = _REQUEST_LINE.fullmatch(text, 0, line_end)
+    if request is None:
+        return None
+    pairs = _HEADER_LINE.findall(text, line_end + 2)
+    lines = text.count("\r\n") - 1
+    if len(pairs) != lines or lines > MAX_HEADERS or text.count("\n") != lines + 1:
+        return None
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        value = value.strip(_OWS)
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    method, target, version = request.groups()
+    return end + 4, RequestHead(method, target, version, headers)
 
 
 def _request_line(line: bytes) -> tuple[str, str, str]:
@@ -166,6 +201,7 @@ class _DateHeader:
 _date = _DateHeader()
 
 
+@lru_cache(maxsize=64)
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

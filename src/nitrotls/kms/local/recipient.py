@@ -39,7 +39,7 @@ class VerifiedRecipient:
         return {
             index: value
             for index, value in self.pcrs.items()
-            if index in AUDITED_PCRS or any(value)
+            if index in AUDITED_PCRS or value.lstrip(b"\x00")  # not all zero
         }
 
 
