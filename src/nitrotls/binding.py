@@ -48,17 +48,18 @@ class TLSBinding:
         )
 
 
-def spki_der(certificate_der: bytes) -> bytes:
-    """The DER SubjectPublicKeyInfo of a DER certificate."""
-    cert = x509.load_der_x509_certificate(certificate_der)
-    return cert.public_key().public_bytes(
+def spki_der(certificate: bytes | x509.Certificate) -> bytes:
+    """The DER SubjectPublicKeyInfo of a certificate (DER bytes or a parsed one)."""
+    if isinstance(certificate, bytes):
+        certificate = x509.load_der_x509_certificate(certificate)
+    return certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def spki_sha384(certificate_der: bytes) -> bytes:
+def spki_sha384(certificate: bytes | x509.Certificate) -> bytes:
     """SHA-384 of the certificate's SPKI: the value both sides bind."""
-    return hashlib.sha384(spki_der(certificate_der)).digest()
+    return hashlib.sha384(spki_der(certificate)).digest()
 
 
 def for_certificate(

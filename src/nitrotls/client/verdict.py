@@ -55,7 +55,8 @@ def judge(
     effective = policy if nonce is None else dataclasses.replace(policy, nonce=nonce)
     verified = verifier.verify(document, effective, at=now)
     bound = binding.decode(verified.user_data)
-    presented = binding.spki_sha384(leaf_der)
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    presented = binding.spki_sha384(leaf)
     if bound.spki_sha384 != presented:
         raise BindingMismatchError(
             f"the enclave attested certificate key {bound.spki_sha384.hex()[:16]}… but this "
@@ -67,7 +68,6 @@ def judge(
             "the server runs the insecure bundled-certificate development mode "
             "(its key was baked into the image); pass allow_insecure_dev to accept it anyway"
         )
-    leaf = x509.load_der_x509_certificate(leaf_der)
     return Verdict(
         host=host,
         port=port,
