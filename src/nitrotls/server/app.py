@@ -166,13 +166,26 @@ def run(
         if loader is not None and not section.one_shot
         else None
     )
-    _run_loop(_serve(options, holder, enclave, metrics, reloader, insecure is not None, on_ready))
+    uvloop_ok = not _real_vsock(options.listen)
+    serving = _serve(options, holder, enclave, metrics, reloader, insecure is not None, on_ready)
+    _run_loop(serving, uvloop_ok=uvloop_ok)
 
 
-def _run_loop(coro: Any) -> None:
+def _real_vsock(address: Address) -> bool:
+    """Whether ``address`` means an AF_VSOCK socket (not the development Unix mapping)."""
+    from nitrotls.transport.sockets import socket_path
+
+    return address.scheme == "vsock" and socket_path(address) is None
+
+
+def _run_loop(coro: Any, *, uvloop_ok: bool = True) -> None:
+    """uvloop when it can serve the listener: it hands only TCP and Unix sockets to TLS
+    (``connect_accepted_socket`` refuses AF_VSOCK), so real vsock runs on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:
+        uvloop_ok = False
+    if not uvloop_ok:
         asyncio.run(coro)
         return
     uvloop.run(coro)

@@ -16,7 +16,6 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,7 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from nitrotls.server.attest import ATTESTATION_PATH, AttestationResponder, error_response
 from nitrotls.server.errors import ServerConfigError
 from nitrotls.server.identity import ContextHolder, ServedIdentity
-from nitrotls.server.listener import bind
+from nitrotls.server.listener import ListeningSocket
 from nitrotls.server.metrics import Metrics
 from nitrotls.transport.address import Address
 
@@ -134,11 +133,12 @@ class ASGIFront:
         self._task: asyncio.Task[None] | None = None
         self._one_shot_spent = False
         self._done = asyncio.Event()
-        self._unix_path: Path | None = None
+        self._listening: ListeningSocket | None = None
 
     async def start(self) -> Address:
         app = load_app(self.options.app)
-        sock, self._unix_path = bind(self.options.listen, self.options.listener.backlog)
+        self._listening = ListeningSocket.open(self.options.listen, self.options.listener.backlog)
+        sock = self._listening.sock
         front = self.holder.sni_front(["http/1.1"])
         protocol = protocol_class(
             self.holder, self.attestation, self.metrics, self._spent, self._closed
@@ -188,8 +188,8 @@ class ASGIFront:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
-        if self._unix_path is not None:
-            self._unix_path.unlink(missing_ok=True)
+        if self._listening is not None:
+            self._listening.close()
 
 
 def load_app(spec: str) -> ASGIApp:

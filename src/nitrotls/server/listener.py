@@ -5,6 +5,11 @@ hot reload affects new connections only; (2) read a PROXY v2 header in clear tex
 TLS handshake; (3) stop accepting at the connection limit (connections then wait in the kernel's
 backlog instead of being accepted and dropped); (4) spend a ``--one-shot`` context after its
 first handshake. Deadlines of all connections are checked by one sweeper task.
+
+Each accepted connection costs no ``asyncio.Task``: the handshake coroutine is stepped by the
+futures it waits on (:class:`_Stepper`), which saves a task's bookkeeping (a context copy, the
+global task registry, two extra loop iterations) on every new connection. Only the PROXY v2 path,
+which reads a clear-text header first, runs a task per connection.
 """
 
 from __future__ import annotations
@@ -16,20 +21,20 @@ import logging
 import os
 import socket
 import ssl
-import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from nitrotls.server.errors import ListenError
 from nitrotls.server.identity import ContextHolder, Served
 from nitrotls.server.metrics import Metrics
 from nitrotls.transport import proxy_protocol
 from nitrotls.transport.address import Address
+from nitrotls.transport.errors import ListenError as TransportListenError
 from nitrotls.transport.errors import ProxyProtocolError
-from nitrotls.transport.sockets import socket_path
+from nitrotls.transport.sockets import bind_socket, socket_path
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +124,12 @@ class TLSListener:
         self.settings = settings or ListenSettings()
         self.sweep_hooks: list[Callable[[float], None]] = [registry.sweep]
         self.one_shot_done = asyncio.Event()
+        self._listening: ListeningSocket | None = None
         self._sock: socket.socket | None = None
-        self._unix_path: Path | None = None
         self._handshaking = 0
         self._accepting = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._steppers: set[_Stepper] = set()
         self._sweeper: asyncio.Task[None] | None = None
         registry.on_closed = self._maybe_resume
         if holder.one_shot:
@@ -138,7 +144,8 @@ class TLSListener:
 
     def start(self) -> Address:
         """Bind, listen and begin accepting; returns :attr:`bound`."""
-        self._sock, self._unix_path = bind(self.address, self.settings.backlog)
+        self._listening = ListeningSocket.open(self.address, self.settings.backlog)
+        self._sock = self._listening.sock
         self._resume_accept()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         return self.bound
@@ -146,13 +153,10 @@ class TLSListener:
     def stop_accepting(self) -> None:
         """Close the listening socket (and its Unix socket file, if we made one)."""
         self._pause_accept()
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.close()
-        if self._unix_path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._unix_path.unlink()
-            self._unix_path = None
+        self._sock = None
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.close()
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, let open exchanges finish for up to ``grace`` seconds, then cut."""
@@ -173,6 +177,8 @@ class TLSListener:
                     transport.abort()
         for task in list(self._tasks):
             task.cancel()
+        for stepper in list(self._steppers):
+            stepper.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -197,42 +203,76 @@ class TLSListener:
         return len(self.registry.connections) + self._handshaking >= self.settings.max_connections
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        loop = asyncio.get_running_loop()
-        while sock is not None:
+        listening = self._listening
+        while listening is not None and self._accepting:
             if self._full():
                 self._pause_accept()
                 return
             try:
-                conn, peer = sock.accept()
+                conn, peer = listening.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
                 log.error("accept failed: %s", error)
                 if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     self._pause_accept()
-                    loop.call_later(0.1, self._maybe_resume)
+                    asyncio.get_running_loop().call_later(0.1, self._maybe_resume)
                 return
             self._handshaking += 1
-            task = loop.create_task(self._handshake(conn, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.settings.proxy_protocol:
+                task = asyncio.get_running_loop().create_task(self._proxied(conn, peer))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._start_tls(conn, _peer_text(peer))
+            listening = self._listening
 
-    async def _handshake(self, conn: socket.socket, peer: object) -> None:
+    def _start_tls(self, conn: socket.socket, client: str) -> None:
+        """Hand ``conn`` to the loop's TLS transport with the context current right now."""
+        served = self.holder.current()
+        if served is None:
+            self.metrics.connections_refused += 1
+            conn.close()
+            self._handshake_over()
+            return
+        protocol = self.factory(served, client)
+        handshake = asyncio.get_running_loop().connect_accepted_socket(
+            lambda: protocol,
+            conn,
+            ssl=served.context,
+            ssl_handshake_timeout=self.settings.handshake_timeout,
+        )
+        _Stepper(handshake, self._steppers, lambda error: self._tls_done(conn, error))
+
+    def _tls_done(self, conn: socket.socket, error: BaseException | None) -> None:
+        if error is not None:
+            self._handshake_failed(conn, error)
+        self._handshake_over()
+
+    def _handshake_failed(self, conn: socket.socket, error: BaseException) -> None:
+        self.metrics.handshake_failures += 1
+        if not isinstance(error, (OSError, ssl.SSLError, TimeoutError, ProxyProtocolError)):
+            if not isinstance(error, asyncio.CancelledError):
+                log.error("connection setup failed: %r", error)
+        else:
+            log.debug("connection failed before serving: %s", error)
+        conn.close()
+
+    def _handshake_over(self) -> None:
+        self._handshaking -= 1
+        self._maybe_resume()
+
+    async def _proxied(self, conn: socket.socket, peer: object) -> None:
+        """The PROXY v2 path: read the clear-text header, then hand over to TLS."""
         loop = asyncio.get_running_loop()
         try:
+            conn.setblocking(False)
+            client = await self._read_proxy_header(conn) or _peer_text(peer)
             served = self.holder.current()
             if served is None:
                 self.metrics.connections_refused += 1
                 conn.close()
                 return
-            conn.setblocking(False)
-            if conn.family in (socket.AF_INET, socket.AF_INET6):
-                # The response and the TLS close_notify must not wait for a delayed ACK.
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            client = _peer_text(peer)
-            if self.settings.proxy_protocol:
-                client = await self._read_proxy_header(conn) or client
             protocol = self.factory(served, client)
             await loop.connect_accepted_socket(
                 lambda: protocol,
@@ -241,12 +281,9 @@ class TLSListener:
                 ssl_handshake_timeout=self.settings.handshake_timeout,
             )
         except (OSError, ssl.SSLError, TimeoutError, ProxyProtocolError) as error:
-            self.metrics.handshake_failures += 1
-            log.debug("connection from %s failed before serving: %s", _peer_text(peer), error)
-            conn.close()
+            self._handshake_failed(conn, error)
         finally:
-            self._handshaking -= 1
-            self._maybe_resume()
+            self._handshake_over()
 
     def _spend_one_shot(self) -> None:
         if self.one_shot_done.is_set():
@@ -299,60 +336,115 @@ def _peer_text(peer: object) -> str:
     return "local"
 
 
-def bind(address: Address, backlog: int) -> tuple[socket.socket, Path | None]:
-    """A non-blocking listening socket for ``address`` (and the Unix socket file we created)."""
-    try:
-        if address.scheme == "tcp":
-            sock = socket.create_server(
-                (address.host, address.port),
-                family=socket.AF_INET6 if ":" in address.host else socket.AF_INET,
-                backlog=backlog,
-                reuse_port=False,
-            )
-            path = None
+class _Stepper:
+    """Runs a coroutine to its end from the callbacks of the futures it awaits: a task without
+    the bookkeeping, for the one coroutine every accepted connection needs (the loop's
+    ``connect_accepted_socket``). ``done`` gets ``None`` or the exception it ended with."""
+
+    __slots__ = ("_closed", "_coro", "_done", "_live")
+
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, object],
+        live: set[_Stepper],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        self._coro = coro
+        self._live = live
+        self._done = done
+        self._closed = False
+        live.add(self)
+        self._step()
+
+    def _step(self, _future: object = None) -> None:
+        if self._closed:
+            return
+        try:
+            awaited = self._coro.send(None)
+        except StopIteration:
+            self._finish(None)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as error:  # reported to the owner, like a task's exception
+            self._finish(error)
         else:
-            sock, path = _bind_path(address, backlog)
-    except OSError as error:
-        raise ListenError(f"cannot listen on {address}: {error.strerror or error}") from None
-    sock.setblocking(False)
-    return sock, path
+            if awaited is None:  # a bare yield: run again on the next loop iteration
+                asyncio.get_running_loop().call_soon(self._step)
+            else:
+                awaited._asyncio_future_blocking = False
+                awaited.add_done_callback(self._step)
+
+    def _finish(self, error: BaseException | None) -> None:
+        self._live.discard(self)
+        self._done(error)
+
+    def close(self) -> None:
+        """Abandon the coroutine (at shutdown): it closes what it opened."""
+        self._closed = True
+        self._live.discard(self)
+        self._coro.close()
 
 
-def _bind_path(address: Address, backlog: int) -> tuple[socket.socket, Path | None]:
-    path = socket_path(address)
-    if path is None:
-        from nitrotls.transport import vsock
+class ListeningSocket:
+    """A bound, listening, non-blocking socket from ``nitrotls.transport`` (which removes a
+    stale Unix socket file but never a live one or a non-socket), and the socket file it made.
 
-        sock = vsock.new_vsock_socket()
-        sock.bind((vsock.VMADDR_CID_ANY, address.port))
-        sock.listen(backlog)
-        return sock, None
-    _clear_stale(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    Unix socket files are made owner-only: the only client meant to reach them is the local
+    inbound proxy. On close the file is removed only if it is still the one bound here.
+    """
+
+    def __init__(self, sock: socket.socket, path: Path | None) -> None:
+        self.sock = sock
+        self.path = path
+        self._file_id = _file_id(path) if path is not None else None
+        self._family, self._type, self._proto = sock.family, sock.type, sock.proto
+        self._accepted = _accepted_class(self._family, self._type)
+
+    @classmethod
+    def open(cls, address: Address, backlog: int) -> ListeningSocket:
+        try:
+            sock = bind_socket(address, backlog=backlog)
+        except TransportListenError as error:
+            raise ListenError(str(error)) from None
+        path = socket_path(address)
+        if path is not None:
+            try:
+                path.chmod(0o600)
+            except OSError as error:
+                sock.close()
+                path.unlink(missing_ok=True)
+                raise ListenError(f"cannot restrict {path} to its owner: {error}") from None
+        return cls(sock, path)
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """``socket.accept()``, returning a socket whose family and type are known upfront."""
+        fd, peer = self.sock._accept()  # type: ignore[attr-defined]  # what accept() calls
+        return self._accepted(self._family, self._type, self._proto, fileno=fd), peer
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.path is not None and self._file_id is not None:
+            if _file_id(self.path) == self._file_id:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            self._file_id = None
+
+
+def _accepted_class(family: socket.AddressFamily, kind: socket.SocketKind) -> type[socket.socket]:
+    """A ``socket.socket`` subclass for connections accepted on a listener of ``family``.
+
+    ``socket.family`` and ``socket.type`` are properties that build an enum member on every
+    read, and accepting and handing a connection to the event loop reads them five times. An
+    accepted connection has its listener's family and type, so they are plain class attributes
+    here: same values, no work.
+    """
+    attributes = {"__slots__": (), "family": family, "type": kind}
+    return type("AcceptedSocket", (socket.socket,), attributes)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
-        sock.bind(str(path))
-        path.chmod(0o600)
-        sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    return sock, path
-
-
-def _clear_stale(path: Path) -> None:
-    """Remove a Unix socket file nobody answers on; refuse a live one or a non-socket."""
-    try:
-        mode = os.lstat(path).st_mode
+        info = os.lstat(path)
     except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ListenError(f"{path} exists and is not a socket; refusing to remove it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except ConnectionRefusedError:
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise ListenError(f"another process is listening on {path}")
+        return None
+    return (info.st_dev, info.st_ino)

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import TYPE_CHECKING
 
-from nitrotls.server.attest import AttestationResponder, LocalResponse, error_response
+from nitrotls.server.attest import (
+    ATTESTATION_PATH,
+    AttestationResponder,
+    LocalResponse,
+    error_response,
+)
 from nitrotls.server.http1 import (
     CHUNKED,
     LAST_CHUNK,
@@ -28,6 +33,7 @@ from nitrotls.server.http1 import (
     RequestHead,
     ResponseHead,
     chunk,
+    header_value,
     parse_request,
 )
 from nitrotls.server.identity import Served
@@ -74,6 +80,13 @@ class ProxyEngine:
     draining: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        # Read on every request: plain attributes, one lookup each.
+        self.header_timeout = self.settings.header_timeout
+        self.idle_timeout = self.settings.idle_timeout
+        self.body_timeout = self.settings.body_timeout
+        self.upstream_timeout = self.settings.upstream_timeout
+
     def spawn(self, coro: object) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self.tasks.add(task)
@@ -85,6 +98,29 @@ class ProxyEngine:
 
 class ProxyConnection(asyncio.Protocol):
     """One client connection of the reverse proxy."""
+
+    __slots__ = (
+        "_body_remaining",
+        "_buf",
+        "_closed",
+        "_decoder",
+        "_forwarded",
+        "_keep_alive",
+        "_paused",
+        "_pending",
+        "_pending_size",
+        "_rechunk",
+        "_req",
+        "_request",
+        "_resp",
+        "_retry",
+        "_upstream",
+        "deadline",
+        "engine",
+        "peer",
+        "served",
+        "transport",
+    )
 
     def __init__(self, engine: ProxyEngine, served: Served, peer: str) -> None:
         self.engine = engine
@@ -114,7 +150,7 @@ class ProxyConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.deadline = time.monotonic() + self.engine.settings.idle_timeout
+        self.deadline = monotonic() + self.engine.idle_timeout
         if self.engine.registry is not None:
             self.engine.registry.opened(self)
 
@@ -146,17 +182,17 @@ class ProxyConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         req = self._req
-        if req == _BODY:
+        if req <= _HEAD:
+            self._on_head_bytes(data)
+        elif req == _BODY:
             self._on_body(data)
         elif req == _TUNNEL:
             if self._upstream is not None:
                 self._upstream.write(data)
-        elif req == _DONE:
+        else:  # _DONE: a pipelined request waits for the current response
             self._buf += data
             if len(self._buf) > MAX_HEAD:
                 self._pause(_P_PIPELINE)
-        else:
-            self._on_head_bytes(data)
 
     # -- listener hooks ----------------------------------------------------------------------
     def expire(self) -> None:
@@ -190,15 +226,15 @@ class ProxyConnection(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------------------
     def _on_head_bytes(self, data: bytes) -> None:
         buffer = self._buf + data if self._buf else data
-        if self._req == _IDLE:
-            if buffer.startswith(b"\r\n"):
-                buffer = buffer.lstrip(b"\r\n")
-                if not buffer:
-                    return
-            self._req = _HEAD
-            self.deadline = time.monotonic() + self.engine.settings.header_timeout
+        if self._req == _IDLE and buffer[:2] == b"\r\n":
+            buffer = buffer.lstrip(b"\r\n")
+            if not buffer:
+                return
         end = buffer.find(b"\r\n\r\n")
         if end < 0 or end > MAX_HEAD:
+            if self._req == _IDLE:  # the head's first bytes: its deadline starts now
+                self._req = _HEAD
+                self.deadline = monotonic() + self.engine.header_timeout
             if len(buffer) > MAX_HEAD:
                 self._buf = b""
                 self._send_error(431)
@@ -212,62 +248,86 @@ class ProxyConnection(asyncio.Protocol):
             log.debug("bad request from %s: %s", self.peer, error)
             self._send_error(error.status)
             return
-        self.engine.metrics.requests += 1
-        self._start(request, buffer[end + 4 :])
-
-    def _start(self, request: RequestHead, rest: bytes) -> None:
         engine = self.engine
+        engine.metrics.requests += 1
         self._request = request
         self._keep_alive = request.keep_alive and not engine.draining
+        rest = buffer[end + 4 :] if len(buffer) > end + 4 else b""
         attestation = engine.attestation
-        if attestation is not None and attestation.matches(request.target):
+        target = request.target
+        if (
+            attestation is not None
+            and target.startswith(ATTESTATION_PATH)  # cheap test first: it is rarely this
+            and attestation.matches(target)
+        ):
             self._local(request, rest)
             return
         self._resp = _R_WAIT
         head = self._upstream_head(request)
-        out = [head]
-        if request.framing == LENGTH:
-            self._req = _BODY
-            self._body_remaining = request.length
-        elif request.framing == CHUNKED:
-            self._req = _BODY
-            self._decoder = ChunkedDecoder()
-        else:
+        if request.framing == NONE:
             self._req = _DONE
-        if self._req == _BODY:
-            self.deadline = time.monotonic() + engine.settings.body_timeout
-            if rest:
-                rest = self._take_body(rest, out)
-        else:
-            self.deadline = time.monotonic() + engine.settings.upstream_timeout
-        if self._closed:
+            self.deadline = monotonic() + engine.upstream_timeout
+            self._buf = rest
+            self._send_request(head)
             return
+        self._req = _BODY
+        if request.framing == LENGTH:
+            self._body_remaining = request.length
+        else:
+            self._decoder = ChunkedDecoder()
+        self.deadline = monotonic() + engine.body_timeout
+        out = [head]
+        if rest:
+            rest = self._take_body(rest, out)
+            if self._closed:
+                return
         self._buf = rest
-        data = b"".join(out) if len(out) > 1 else head
-        upstream = engine.pool.take()
+        self._send_request(b"".join(out) if len(out) > 1 else head)
+
+    def _send_request(self, data: bytes) -> None:
+        """Hand a request head (and what body there is) to a pooled or new upstream."""
+        request = self._request
+        assert request is not None
+        upstream = self.engine.pool.send(self, request.method, data)
         if upstream is not None:
-            self._attach(upstream, data)
+            self._upstream = upstream
+            # Replayable on a fresh connection if a rested one turns out to be dead.
+            replayable = request.framing == NONE and request.upgrade is None
+            self._retry = data if replayable else None
         else:
             self._pending = [data]
             self._pending_size = len(data)
-            engine.spawn(self._connect())
+            self.engine.spawn(self._connect())
 
     def _upstream_head(self, request: RequestHead) -> bytes:
         host = request.host if request.host is not None else self.engine.upstream_host
-        lines = [
-            request.method + b" " + request.target + b" HTTP/1.1\r\nHost: " + host,
-            *request.fields,
-        ]
-        head = b"\r\n".join(lines) + b"\r\n" + self._forwarded + b"X-Forwarded-Host: " + host
-        if request.framing == LENGTH:
-            head += b"\r\nContent-Length: %d" % request.length
+        extra = b""
+        if request.framing == NONE and request.upgrade is None and not request.expect_continue:
+            pass  # the usual case: nothing to add
+        elif request.framing == LENGTH:
+            extra = b"\r\nContent-Length: %d" % request.length
         elif request.framing == CHUNKED:
-            head += b"\r\nTransfer-Encoding: chunked"
+            extra = b"\r\nTransfer-Encoding: chunked"
         if request.expect_continue:
-            head += b"\r\nExpect: 100-continue"
+            extra += b"\r\nExpect: 100-continue"
         if request.upgrade is not None:
-            head += b"\r\nConnection: upgrade\r\nUpgrade: " + request.upgrade
-        return head + b"\r\n\r\n"
+            extra += b"\r\nConnection: upgrade\r\nUpgrade: " + request.upgrade
+        return b"".join(
+            (
+                request.method,
+                b" ",
+                request.target,
+                b" HTTP/1.1\r\nHost: ",
+                host,
+                request.fields,
+                b"\r\n",
+                self._forwarded,
+                b"X-Forwarded-Host: ",
+                host,
+                extra,
+                b"\r\n\r\n",
+            )
+        )
 
     def _on_body(self, data: bytes) -> None:
         out: list[bytes] = []
@@ -283,13 +343,13 @@ class ProxyConnection(asyncio.Protocol):
 
     def _take_body(self, data: bytes, out: list[bytes]) -> bytes:
         """Move request body bytes from ``data`` to ``out``; return what lies beyond the body."""
-        now = time.monotonic()
+        now = monotonic()
         if self._decoder is None:
             remaining = self._body_remaining
             if len(data) < remaining:
                 out.append(data)
                 self._body_remaining = remaining - len(data)
-                self.deadline = now + self.engine.settings.body_timeout
+                self.deadline = now + self.engine.body_timeout
                 return b""
             out.append(data[:remaining])
             self._body_remaining = 0
@@ -309,13 +369,13 @@ class ProxyConnection(asyncio.Protocol):
             self._decoder = None
             self._request_done(now)
             return rest
-        self.deadline = now + self.engine.settings.body_timeout
+        self.deadline = now + self.engine.body_timeout
         return b""
 
     def _request_done(self, now: float) -> None:
         self._req = _DONE
         if self._resp == _R_WAIT:
-            self.deadline = now + self.engine.settings.upstream_timeout
+            self.deadline = now + self.engine.upstream_timeout
 
     def _send_up(self, data: bytes) -> None:
         if self._upstream is not None:
@@ -354,32 +414,46 @@ class ProxyConnection(asyncio.Protocol):
         upstream.begin(self, request.method, data)
 
     # -- responses (called by the upstream connection) ----------------------------------------
-    def on_response_head(self, response: ResponseHead, body: list[bytes], done: bool) -> None:
-        if self._closed or self.transport is None:
+    def on_response_head(self, response: ResponseHead, body: bytes, done: bool) -> None:
+        transport = self.transport
+        if self._closed or transport is None:
             return
         self._resp = _R_STREAM
         self._retry = None
-        request = self._request
-        assert request is not None
         if self._req == _BODY:
             self._keep_alive = False  # answered before the request ended: do not resync
-        framing = self._client_framing(response, request)
-        lines = [b"HTTP/1.1" + response.status_line[8:], *response.fields]
-        head = b"\r\n".join(lines) + b"\r\n" + framing
-        if not self._keep_alive:
-            head += b"Connection: close\r\n"
-        out = [head + b"\r\n"]
-        self._append_body(out, body, done)
-        self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if response.framing == LENGTH:
+            self._rechunk = False
+            framing = b"Content-Length: %d\r\n" % response.length
+        else:
+            framing = self._client_framing(response)
+            if self._rechunk:
+                body = (chunk(body) if body else b"") + (LAST_CHUNK if done else b"")
+        close = b"" if self._keep_alive else b"Connection: close\r\n"
+        transport.write(
+            b"".join(
+                (
+                    b"HTTP/1.1",
+                    response.status_rest,
+                    response.fields,
+                    b"\r\n",
+                    framing,
+                    close,
+                    b"\r\n",
+                    body,
+                )
+            )
+        )
         if done:
             self._response_done()
         else:
-            self.deadline = time.monotonic() + self.engine.settings.upstream_timeout
+            self.deadline = monotonic() + self.engine.upstream_timeout
 
-    def _client_framing(self, response: ResponseHead, request: RequestHead) -> bytes:
+    def _client_framing(self, response: ResponseHead) -> bytes:
+        """The framing line for a response without a Content-Length (sets ``_rechunk``)."""
+        request = self._request
+        assert request is not None
         self._rechunk = False
-        if response.framing == LENGTH:
-            return b"Content-Length: %d\r\n" % response.length
         if response.framing == NONE:
             bodiless = response.status in (204, 304) or request.method == b"HEAD"
             return b"" if bodiless else b"Content-Length: 0\r\n"
@@ -389,25 +463,18 @@ class ProxyConnection(asyncio.Protocol):
         self._keep_alive = False  # HTTP/1.0 client: the end of the body is the end of the line
         return b""
 
-    def _append_body(self, out: list[bytes], body: list[bytes], done: bool) -> None:
-        if self._rechunk:
-            out.extend(chunk(piece) for piece in body if piece)
-            if done:
-                out.append(LAST_CHUNK)
-        else:
-            out.extend(body)
-
-    def on_response_body(self, body: list[bytes], done: bool) -> None:
-        if self._closed or self.transport is None:
+    def on_response_body(self, body: bytes, done: bool) -> None:
+        transport = self.transport
+        if self._closed or transport is None:
             return
-        out: list[bytes] = []
-        self._append_body(out, body, done)
-        if out:
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self._rechunk:
+            body = (chunk(body) if body else b"") + (LAST_CHUNK if done else b"")
+        if body:
+            transport.write(body)
         if done:
             self._response_done()
         else:
-            self.deadline = time.monotonic() + self.engine.settings.upstream_timeout
+            self.deadline = monotonic() + self.engine.upstream_timeout
 
     def on_interim(self, head: bytes) -> None:
         request = self._request
@@ -420,9 +487,9 @@ class ProxyConnection(asyncio.Protocol):
             self._drop_upstream()
             self._upstream_down()
             return
-        lines = [b"HTTP/1.1" + response.status_line[8:], *response.fields]
         upgrade = response.upgrade or request.upgrade
-        head = b"\r\n".join(lines) + b"\r\nConnection: upgrade\r\nUpgrade: " + upgrade
+        head = b"HTTP/1.1" + response.status_rest + response.fields
+        head += b"\r\nConnection: upgrade\r\nUpgrade: " + upgrade
         self.transport.write(head + b"\r\n\r\n" + rest)
         self._req = _TUNNEL
         self._resp = _R_STREAM
@@ -468,8 +535,9 @@ class ProxyConnection(asyncio.Protocol):
             self._close()
             return
         self._req = _IDLE
-        self.deadline = time.monotonic() + self.engine.settings.idle_timeout
-        self._resume(_P_PIPELINE)
+        self.deadline = monotonic() + self.engine.idle_timeout
+        if self._paused:
+            self._resume(_P_PIPELINE)
         if self._buf:
             data, self._buf = self._buf, b""
             self._on_head_bytes(data)
@@ -488,7 +556,7 @@ class ProxyConnection(asyncio.Protocol):
     async def _answer_attestation(self, request: RequestHead) -> None:
         attestation = self.engine.attestation
         assert attestation is not None
-        accept = _header(request.fields, b"accept")
+        accept = header_value(request.fields, b"accept")
         response = await attestation.respond(
             request.method, request.target, accept, self.served.identity, self.peer
         )
@@ -541,12 +609,3 @@ class ProxyConnection(asyncio.Protocol):
         if self.transport is not None and not self._closed:
             self._closed = True
             self.transport.abort()
-
-
-def _header(fields: list[bytes], name: bytes) -> bytes | None:
-    """The value of the first field called ``name`` (lower case) among forwarded lines."""
-    size = len(name)
-    for line in fields:
-        if line[size : size + 1] == b":" and line[:size].lower() == name:
-            return line[size + 1 :].strip(b" \t")
-    return None

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass, field
 
 from nitrotls.server.attest import AttestationResponder, error_response
-from nitrotls.server.http1 import MAX_HEAD, NONE, ProtocolError, parse_request
+from nitrotls.server.http1 import MAX_HEAD, NONE, ProtocolError, header_value, parse_request
 from nitrotls.server.identity import Served
 from nitrotls.server.listener import ConnectionRegistry
 from nitrotls.server.metrics import Metrics
-from nitrotls.server.proxy import ProxySettings, _header
+from nitrotls.server.proxy import ProxySettings
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ class AttestOnly:
                 attestation,
                 request.method,
                 request.target,
-                _header(request.fields, b"accept"),
+                header_value(request.fields, b"accept"),
                 request.keep_alive,
             )
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from time import monotonic
 from typing import Protocol
 
 from nitrotls.server.http1 import (
@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 class ResponseSink(Protocol):
     """The client side of an exchange, fed by the upstream connection."""
 
-    def on_response_head(self, response: ResponseHead, body: list[bytes], done: bool) -> None: ...
+    def on_response_head(self, response: ResponseHead, body: bytes, done: bool) -> None: ...
 
-    def on_response_body(self, body: list[bytes], done: bool) -> None: ...
+    def on_response_body(self, body: bytes, done: bool) -> None: ...
 
     def on_interim(self, head: bytes) -> None: ...
 
@@ -51,6 +51,23 @@ _IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
 
 class UpstreamConnection(asyncio.Protocol):
     """One connection to upstream; parses exactly one response per exchange."""
+
+    __slots__ = (
+        "_buffer",
+        "_decoder",
+        "_framing",
+        "_received",
+        "_remaining",
+        "_reusable",
+        "_until_close",
+        "idle_since",
+        "method",
+        "pool",
+        "reused",
+        "sink",
+        "state",
+        "transport",
+    )
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
@@ -79,7 +96,7 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is None:
             return
         if state == _BODY and self._until_close:
-            sink.on_response_body([], True)
+            sink.on_response_body(b"", True)
         elif state == _TUNNEL:
             sink.on_upstream_failed(True)
         elif state in (_HEAD, _BODY):
@@ -96,10 +113,10 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._received = True
         state = self.state
-        if state == _BODY:
-            self._body(data)
-        elif state == _HEAD:
+        if state == _HEAD:
             self._head(data)
+        elif state == _BODY:
+            self._body(data)
         elif state == _TUNNEL:
             if self.sink is not None:
                 self.sink.on_tunnel_data(data)
@@ -165,92 +182,100 @@ class UpstreamConnection(asyncio.Protocol):
             log.warning("upstream answered with a bad response head: %s", error)
             self._fail()
             return
-        rest = buffer[end + 4 :]
         sink = self.sink
         if sink is None:
             self.close()
             return
-        if response.status == 101:
-            self.start_tunnel()
-            sink.on_upgrade(response, rest)
-            return
         if response.status < 200:
+            rest = buffer[end + 4 :]
+            if response.status == 101:
+                self.start_tunnel()
+                sink.on_upgrade(response, rest)
+                return
             sink.on_interim(buffer[: end + 4])
             if rest:
                 self._head(rest)
             return
         self._reusable = response.keep_alive
-        self._framing = response.framing
+        framing = self._framing = response.framing
         self._until_close = False
-        if response.framing == NONE:
-            self._finish_exchange(rest)
-            self._maybe_release()  # back in the pool before the client sends its next request
-            sink.on_response_head(response, [], True)
+        start = end + 4
+        if framing == LENGTH:
+            length = response.length
+            if len(buffer) - start >= length:  # the usual case: the whole body is here
+                self.state = _IDLE
+                self.sink = None
+                # Back in the pool before the client's next request; bytes beyond the
+                # response mean upstream cannot be trusted on this socket again.
+                if self._reusable and len(buffer) == start + length:
+                    self.pool.give_back(self)
+                else:
+                    self.close()
+                sink.on_response_head(response, buffer[start : start + length], True)
+                return
+            self.state = _BODY
+            self._remaining = length - (len(buffer) - start)
+            sink.on_response_head(response, buffer[start:], False)
+            return
+        if framing == NONE:
+            self._finish_exchange(buffer[start:])
+            self._maybe_release()
+            sink.on_response_head(response, b"", True)
             return
         self.state = _BODY
-        body: list[bytes] = []
-        done = False
-        if response.framing == LENGTH:
-            self._remaining = response.length
-            if rest:
-                done = self._take_length(rest, body)
-        elif response.framing == CHUNKED:
+        rest = buffer[start:]
+        if framing == CHUNKED:
             self._decoder = ChunkedDecoder()
-            if rest:
-                done = self._take_chunked(rest, body)
-                if self.state == _CLOSED:
-                    return
-        else:
-            self._until_close = True
-            if rest:
-                body.append(rest)
-        if done:
-            self._maybe_release()
-        sink.on_response_head(response, body, done)
+            body, done = self._take_chunked(rest) if rest else (b"", False)
+            if self.state == _CLOSED:
+                return
+            if done:
+                self._maybe_release()
+            sink.on_response_head(response, body, done)
+            return
+        self._until_close = True
+        sink.on_response_head(response, rest, False)
 
     def _body(self, data: bytes) -> None:
         sink = self.sink
-        body: list[bytes] = []
         if self._framing == LENGTH:
-            done = self._take_length(data, body)
+            remaining = self._remaining
+            if len(data) < remaining:
+                self._remaining = remaining - len(data)
+                if sink is not None:
+                    sink.on_response_body(data, False)
+                return
+            self._remaining = 0
+            self._finish_exchange(data[remaining:])
+            body, done = data[:remaining], True
         elif self._framing == CHUNKED:
-            done = self._take_chunked(data, body)
+            body, done = self._take_chunked(data)
             if self.state == _CLOSED:
                 return
         else:
-            body.append(data)
-            done = False
+            body, done = data, False
         if done:
             self._maybe_release()
         if sink is not None:
             sink.on_response_body(body, done)
 
-    def _take_length(self, data: bytes, out: list[bytes]) -> bool:
-        remaining = self._remaining
-        if len(data) >= remaining:
-            out.append(data[:remaining] if len(data) > remaining else data)
-            self._remaining = 0
-            self._finish_exchange(data[remaining:])
-            return True
-        out.append(data)
-        self._remaining = remaining - len(data)
-        return False
-
-    def _take_chunked(self, data: bytes, out: list[bytes]) -> bool:
+    def _take_chunked(self, data: bytes) -> tuple[bytes, bool]:
         decoder = self._decoder
         assert decoder is not None
+        out: list[bytes] = []
         try:
             rest = decoder.feed(data, out)
         except ProtocolError as error:
             log.warning("upstream sent a bad chunked body: %s", error)
             self._reusable = False
             self.abort_exchange()
-            return False
+            return b"", False
+        body = b"".join(out) if len(out) != 1 else out[0]
         if decoder.done:
             self._decoder = None
             self._finish_exchange(rest)
-            return True
-        return False
+            return body, True
+        return body, False
 
     def _finish_exchange(self, rest: bytes) -> None:
         self.state = _IDLE
@@ -300,18 +325,24 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self._idle: list[UpstreamConnection] = []
         self._all: set[UpstreamConnection] = set()
+        self.clock = monotonic()  # advanced by sweep(): rest times need no finer grain
 
-    def take(self) -> UpstreamConnection | None:
-        """A rested connection, or ``None`` (then :meth:`connect`)."""
+    def send(self, sink: ResponseSink, method: bytes, data: bytes) -> UpstreamConnection | None:
+        """Begin an exchange on a rested connection (last in, first out); ``None`` if there is
+        none, then :meth:`connect`. It does what :meth:`UpstreamConnection.begin` does, inline:
+        this runs once per proxied request."""
         idle = self._idle
         while idle:
             conn = idle.pop()
-            if (
-                conn.state == _IDLE
-                and conn.transport is not None
-                and not conn.transport.is_closing()
-            ):
+            transport = conn.transport
+            if conn.state == _IDLE and transport is not None and not transport.is_closing():
                 conn.reused = True
+                conn.sink = sink
+                conn.method = method
+                conn.state = _HEAD
+                conn._received = False
+                conn._reusable = True
+                transport.write(data)
                 return conn
         return None
 
@@ -330,7 +361,7 @@ class UpstreamPool:
         if len(self._idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = self.clock
         self._idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
@@ -338,6 +369,7 @@ class UpstreamPool:
 
     def sweep(self, now: float) -> None:
         """Close connections that rested longer than ``idle_timeout``."""
+        self.clock = now
         limit = now - self.idle_timeout
         if self._idle and self._idle[0].idle_since < limit:
             keep = [c for c in self._idle if c.idle_since >= limit]

@@ -1,0 +1,215 @@
+"""The TLS listener's socket (bound by nitrotls.transport) and its task-free accept path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nitrotls.server.errors import ListenError
+from nitrotls.server.identity import ContextHolder
+from nitrotls.server.listener import ListeningSocket, _Stepper
+from nitrotls.server.runtime import ServeOptions, Upstream
+from nitrotls.server.tls import DirectSSLObject, policy_context
+from nitrotls.transport import vsock
+from nitrotls.transport.address import Address
+
+from .conftest import PKI, read_response, running, served_from, upstream_server
+
+
+def test_unix_listener_is_owner_only_and_removed_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    listening = ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+    assert listening.sock.family == socket.AF_UNIX
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    listening.close()
+    assert not path.exists()
+
+
+def test_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays behind, nobody listens on it
+    listening = ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+    listening.close()
+
+
+def test_live_socket_is_never_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    first = ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+    try:
+        with pytest.raises(ListenError, match="another process is listening") as caught:
+            ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+        assert caught.value.exit_code == 71
+        assert path.exists()
+    finally:
+        first.close()
+
+
+def test_a_file_in_the_way_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    path.write_text("precious")
+    with pytest.raises(ListenError, match="not a socket"):
+        ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+    assert path.read_text() == "precious"
+
+
+def test_close_leaves_a_file_that_is_no_longer_ours(tmp_path: Path) -> None:
+    path = tmp_path / "tls.sock"
+    listening = ListeningSocket.open(Address.parse(f"unix://{path}"), 8)
+    path.unlink()
+    path.write_text("someone else's")
+    listening.close()
+    assert path.read_text() == "someone else's"
+
+
+def test_vsock_maps_to_a_unix_socket_in_development() -> None:
+    address = Address.parse("vsock://16:4443")
+    listening = ListeningSocket.open(address, 8)
+    try:
+        assert listening.sock.family == socket.AF_UNIX
+        assert listening.path == vsock.dev_socket_path(16, 4443)
+        assert listening.path is not None and listening.path.exists()
+    finally:
+        listening.close()
+
+
+def test_accepted_sockets_know_their_family_and_type() -> None:
+    listening = ListeningSocket.open(Address.parse("tcp://127.0.0.1:0"), 8)
+    port = listening.sock.getsockname()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port)):
+            conn, peer = listening.accept()
+            with conn:
+                assert (conn.family, conn.type) == (socket.AF_INET, socket.SOCK_STREAM)
+                assert isinstance(conn, socket.socket) and peer[0] == "127.0.0.1"
+                assert conn.getpeername() == peer
+    finally:
+        listening.close()
+
+
+def test_tcp_listen_failure_is_a_listen_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError) as caught:
+            ListeningSocket.open(Address.parse(f"tcp://127.0.0.1:{port}"), 8)
+    assert caught.value.exit_code == 71
+
+
+# -- the stepper: a coroutine run without a task ------------------------------------------------
+
+
+def _run_stepper(make: Callable[[asyncio.Future[int]], object]) -> list[BaseException | None]:
+    async def scenario() -> list[BaseException | None]:
+        outcomes: list[BaseException | None] = []
+        live: set[_Stepper] = set()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        _Stepper(make(future), live, outcomes.append)  # type: ignore[arg-type]
+        assert outcomes == [] and len(live) == 1
+        future.set_result(1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not live
+        return outcomes
+
+    return asyncio.run(scenario())
+
+
+def test_stepper_runs_a_coroutine_through_its_awaits() -> None:
+    async def body(future: asyncio.Future[int]) -> None:
+        assert await future == 1
+        await asyncio.sleep(0)  # a bare yield
+
+    assert _run_stepper(body) == [None]
+
+
+def test_stepper_reports_the_exception_a_coroutine_ends_with() -> None:
+    async def body(future: asyncio.Future[int]) -> None:
+        await future
+        raise ssl.SSLError("handshake went wrong")
+
+    (outcome,) = _run_stepper(body)
+    assert isinstance(outcome, ssl.SSLError)
+
+
+def test_stepper_close_abandons_the_coroutine() -> None:
+    cleaned: list[str] = []
+
+    async def body(future: asyncio.Future[int]) -> None:
+        try:
+            await future
+        finally:
+            cleaned.append("closed")
+
+    async def scenario() -> None:
+        live: set[_Stepper] = set()
+        outcomes: list[BaseException | None] = []
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        stepper = _Stepper(body(future), live, outcomes.append)
+        stepper.close()
+        assert cleaned == ["closed"] and not live
+        future.set_result(1)  # what it waited on completes later: nothing more happens
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert outcomes == []
+
+    asyncio.run(scenario())
+
+
+# -- TLS on a Unix listener, through the task-free path, on both event loops ------------------
+
+
+def test_direct_ssl_object_binds_the_ssl_methods() -> None:
+    server = policy_context()
+    sslobj = server.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    assert isinstance(sslobj, DirectSSLObject)
+    assert sslobj.read.__self__ is sslobj._sslobj  # type: ignore[attr-defined]
+    assert sslobj.unwrap.__name__ == "shutdown"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_proxy_serves_on_a_mapped_vsock_listener(pki: PKI, loop: str) -> None:
+    async def scenario() -> None:
+        holder = ContextHolder(served_from(pki.issue()))
+        async with upstream_server() as up:
+            options = ServeOptions(
+                listen=Address.parse("vsock://16:4444"), upstream=Upstream.parse(up.url)
+            )
+            async with running(options, holder) as server:
+                path = vsock.dev_socket_path(16, 4444)
+                for _ in range(3):  # several connections, each its own handshake
+                    reader, writer = await asyncio.open_unix_connection(
+                        str(path), ssl=pki.client_context(), server_hostname="localhost"
+                    )
+                    writer.write(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    status, _, _ = await read_response(reader)
+                    assert status == 200
+                    writer.close()
+                assert server.metrics.handshakes == 3
+            assert not path.exists()
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop").run(scenario())
+    else:
+        asyncio.run(scenario())
+
+
+def test_real_vsock_is_served_by_the_asyncio_loop() -> None:
+    from nitrotls.server.app import _real_vsock
+
+    address = Address.parse("vsock://16:443")
+    assert not _real_vsock(address)  # the development mapping: a Unix socket, uvloop is fine
+    vsock.set_vsock_mode("vsock")  # only decides; no socket is opened here
+    assert _real_vsock(address)
+    assert not _real_vsock(Address.parse("tcp://127.0.0.1:443"))
