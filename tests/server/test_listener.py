@@ -213,3 +213,35 @@ def test_real_vsock_is_served_by_the_asyncio_loop() -> None:
     vsock.set_vsock_mode("vsock")  # only decides; no socket is opened here
     assert _real_vsock(address)
     assert not _real_vsock(Address.parse("tcp://127.0.0.1:443"))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_accepted_tcp_connections_have_nodelay(pki: PKI, loop: str) -> None:
+    """The response and close_notify must not wait for a delayed ACK; both loops set
+    TCP_NODELAY on TCP sockets they are handed (asyncio only when the protocol says TCP)."""
+
+    async def scenario() -> None:
+        holder = ContextHolder(served_from(pki.issue()))
+        async with upstream_server() as up:
+            options = ServeOptions(
+                listen=Address.parse("tcp://127.0.0.1:0"), upstream=Upstream.parse(up.url)
+            )
+            async with running(options, holder) as server:
+                assert server.address is not None
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1",
+                    server.address.port,
+                    ssl=pki.client_context(),
+                    server_hostname="localhost",
+                )
+                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                assert (await read_response(reader))[0] == 200
+                (conn,) = server.registry.connections
+                raw = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+                assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                writer.close()
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop").run(scenario())
+    else:
+        asyncio.run(scenario())
