@@ -1,16 +1,20 @@
 """nitrotls serve --upstream against nginx as TLS-terminating reverse proxies, in one run.
 
 Both proxies get the same certificate (P-256), the same upstream (a static nginx), one worker,
-TLS 1.2 + 1.3, no session cache and no tickets, and are pinned to one core; the load generator
-and the upstream share the other core. Measured, interleaved over several rounds:
+TLS 1.2 + 1.3, no session cache and no tickets (nginx also ``NumTickets 0``: otherwise it still
+sends two TLS 1.3 tickets nobody can redeem; a check at start warns if either server sends any),
+and are pinned to one core; the load generator and the upstream share the other core. Measured,
+interleaved over several rounds:
 
 * new TLS connections per second of server CPU: ``h2load --h1`` with ``Connection: close``
   (one request per connection, no resumption), server CPU from /proc;
 * keep-alive requests per second: ``wrk`` (and per second of server CPU).
 
 TLS 1.2 runs restrict the *clients* through an OpenSSL config (MaxProtocol = TLSv1.2), so both
-servers keep their production configuration. Prints medians and nitrotls/nginx ratios; asserts
-nothing. Needs Linux, nginx, h2load (nghttp2-client), wrk and taskset.
+servers keep their production configuration. Prints medians, their nitrotls/nginx ratio and the
+median of the per-round ratios (both servers run back to back in every round, so that one is
+less disturbed by other work on the machine); asserts nothing. Needs Linux, nginx, h2load
+(nghttp2-client), wrk and taskset.
 
     .venv/bin/python bench/tls.py [--rounds 3] [--seconds 4] [--connections 4000]
 """
