@@ -9,6 +9,7 @@ from nitrotls import binding
 from nitrotls.attestation import Policy, Verifier
 from nitrotls.client.cache import VerdictCache
 from nitrotls.client.connect import NONCE_BYTES
+from nitrotls.client.endpoint import Endpoint
 from nitrotls.client.errors import ConnectFailedError
 from nitrotls.client.exchange import AttestationExchange
 from nitrotls.client.verdict import Verdict, judge
@@ -27,8 +28,7 @@ class Attester:
         return self.cache.get(host, port, binding.spki_sha384(leaf_der))
 
     def begin(self, host: str, port: int) -> AttestationExchange:
-        host_header = host if port == 443 else f"{host}:{port}"
-        return AttestationExchange(host_header, os.urandom(NONCE_BYTES))
+        return AttestationExchange(Endpoint(host, port).host_header, os.urandom(NONCE_BYTES))
 
     def finish(
         self, host: str, port: int, exchange: AttestationExchange, leaf_der: bytes
