@@ -7,21 +7,17 @@ use it as a context manager and the memory is zeroed on exit, whatever happens.
 
 from __future__ import annotations
 
-import ctypes
 from types import TracebackType
 
 
 def wipe(buffer: bytearray | memoryview) -> None:
-    """Overwrite ``buffer`` with zeros in place (with memset, so nothing is left in a copy)."""
+    """Overwrite ``buffer`` with zeros in place: the memory itself is written through a
+    memoryview (no copy of the secret is made, none is left behind)."""
     view = memoryview(buffer).cast("B")
-    length = len(view)
-    if length == 0:
-        return
     if view.readonly:
         raise TypeError("cannot wipe a read-only buffer")
-    array = (ctypes.c_char * length).from_buffer(view)
-    ctypes.memset(array, 0, length)
-    del array
+    if len(view):
+        view[:] = bytes(len(view))
 
 
 class SecretBuffer:

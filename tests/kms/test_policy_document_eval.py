@@ -103,3 +103,28 @@ def test_decrypt_is_scoped_by_encryption_context(
     """Main enclaves open bundles only; the generator reopens only its sealed ACME account."""
     request = RequestContext("kms:Decrypt", SESSION, KEY, attested(pcrs, context=context))
     assert POLICY.evaluate(request).allowed is allowed
+
+
+def test_remembered_decisions_follow_every_input() -> None:
+    """KeyPolicy.decide remembers decisions: interleaving requests that differ only in PCRs,
+    principal, action or encryption context must never hand one request another's decision."""
+    policy = parse_policy(POLICY.text)  # a fresh policy: an empty memo
+    requests = [(principal, action, pcrs, BUNDLE_CTX, allowed) for _, principal, action, pcrs,
+                allowed, _ in CASES]  # fmt: skip
+    requests += [
+        (SESSION, "Decrypt", GENERATOR, ACCOUNT_CTX, True),
+        (SESSION, "Decrypt", GENERATOR, BUNDLE_CTX, False),
+        (SESSION, "Decrypt", MAIN_V1, ACCOUNT_CTX, False),
+        (SESSION, "Decrypt", MAIN_V1, {}, False),
+    ]
+    for order in (requests, requests[::-1], requests):
+        for principal, action, pcrs, context, allowed in order:
+            decision = policy.decide(
+                f"kms:{action}",
+                KEY,
+                principal=principal,
+                account=ACCOUNT,
+                encryption_context=context,
+                pcrs=pcrs,
+            )
+            assert decision.allowed is allowed, (principal, action, context, decision.reason)

@@ -48,7 +48,7 @@ def open_enveloped(ber_bytes: bytes, private_key: RSAPrivateKey) -> bytearray:
 
 
 def _decrypt_cbc(cek: bytearray, iv: bytes, ciphertext: bytes) -> bytearray:
-    decryptor = Cipher(algorithms.AES(bytes(cek)), modes.CBC(iv)).decryptor()
+    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
     padded = bytearray(len(ciphertext) + BLOCK - 1)
     try:
         written = decryptor.update_into(ciphertext, padded)
@@ -89,76 +89,98 @@ def build_enveloped(
     """An envelope for ``recipient_public_key`` in the shape KMS sends (BER, indefinite lengths).
 
     ``chunked`` puts the ciphertext in a constructed ``[0]`` of OCTET STRING chunks (as in the
-    first sdk-c vector), otherwise in a primitive ``[0]`` (as in the second).
+    first sdk-c vector), otherwise in a primitive ``[0]`` (as in the second). Every part that
+    does not depend on the key, IV or ciphertext is encoded once, at import (the local KMS builds
+    one envelope per Recipient request).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     cek = bytearray(os.urandom(CEK_BYTES))
     iv = os.urandom(BLOCK)
     try:
-        encrypted_key = recipient_public_key.encrypt(bytes(cek), _oaep())
+        encrypted_key = recipient_public_key.encrypt(bytes(cek), _OAEP)
         ciphertext = _encrypt_cbc(cek, iv, plaintext)
     finally:
         wipe(cek)
     recipient = _recipient_info(subject_key_identifier(recipient_public_key), encrypted_key)
-    content = _encrypted_content_info(iv, ciphertext, chunked, chunk_size)
-    enveloped = ber.indefinite(
-        ber.TAG_SEQUENCE,
-        ber.definite(ber.TAG_INTEGER, b"\x02"),
-        ber.definite(0x20 | ber.TAG_SET, recipient),
-        content,
-    )
-    return ber.indefinite(
-        ber.TAG_SEQUENCE,
-        ber.definite(ber.TAG_OID, oids.ENVELOPED_DATA),
-        ber.indefinite(0xA0, enveloped),
+    return b"".join(
+        (
+            _ENVELOPE_HEAD,
+            ber.definite(0x20 | ber.TAG_SET, recipient),
+            _CONTENT_HEAD,
+            iv,
+            _content(ciphertext, chunked, chunk_size),
+            _EOC * 4,  # encrypted content info, enveloped data, [0], content info
+        )
     )
 
 
 def _encrypt_cbc(cek: bytearray, iv: bytes, plaintext: bytes | bytearray) -> bytes:
+    """AES-256-CBC with PKCS#7 padding. The padding goes in as a second update, so no padded
+    copy of the secret is made; the key goes in as the (wipeable) bytearray itself."""
     pad = BLOCK - len(plaintext) % BLOCK
-    padded = bytearray(len(plaintext) + pad)
-    try:
-        padded[: len(plaintext)] = plaintext
-        padded[len(plaintext) :] = bytes([pad]) * pad
-        encryptor = Cipher(algorithms.AES(bytes(cek)), modes.CBC(iv)).encryptor()
-        return encryptor.update(padded) + encryptor.finalize()
-    finally:
-        wipe(padded)
-
-
-def _sha256_algorithm() -> bytes:
-    return _sequence(ber.definite(ber.TAG_OID, oids.SHA256), ber.definite(ber.TAG_NULL, b""))
+    encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+    return (
+        encryptor.update(plaintext) + encryptor.update(bytes((pad,)) * pad) + encryptor.finalize()
+    )
 
 
 def _sequence(*parts: bytes) -> bytes:
     return ber.definite(0x20 | ber.TAG_SEQUENCE, b"".join(parts))
 
 
+def _indefinite_head(identifier: int) -> bytes:
+    return bytes([identifier | 0x20, 0x80])
+
+
+def _oaep_algorithm() -> bytes:
+    sha256 = _sequence(ber.definite(ber.TAG_OID, oids.SHA256), ber.definite(ber.TAG_NULL, b""))
+    mgf = _sequence(ber.definite(ber.TAG_OID, oids.MGF1), sha256)
+    params = _sequence(ber.definite(0xA0, sha256), ber.definite(0xA1, mgf))
+    return _sequence(ber.definite(ber.TAG_OID, oids.RSAES_OAEP), params)
+
+
+_OAEP = _oaep()
+_EOC = b"\x00\x00"
+_VERSION_2 = ber.definite(ber.TAG_INTEGER, b"\x02")
+_OAEP_ALGORITHM = _oaep_algorithm()
+# ContentInfo { envelopedData, [0] EnvelopedData { version 2, ... (indefinite lengths)
+_ENVELOPE_HEAD = b"".join(
+    (
+        _indefinite_head(ber.TAG_SEQUENCE),
+        ber.definite(ber.TAG_OID, oids.ENVELOPED_DATA),
+        _indefinite_head(0xA0),
+        _indefinite_head(ber.TAG_SEQUENCE),
+        _VERSION_2,
+    )
+)
+# EncryptedContentInfo { data, SEQUENCE { aes256-CBC, OCTET STRING: all but the IV's 16 bytes
+_CONTENT_HEAD = b"".join(
+    (
+        _indefinite_head(ber.TAG_SEQUENCE),
+        ber.definite(ber.TAG_OID, oids.DATA),
+        _sequence(
+            ber.definite(ber.TAG_OID, oids.AES256_CBC),
+            ber.definite(ber.TAG_OCTET_STRING, bytes(BLOCK)),
+        )[:-BLOCK],
+    )
+)
+
+
 def _recipient_info(ski: bytes, encrypted_key: bytes) -> bytes:
-    mgf = _sequence(ber.definite(ber.TAG_OID, oids.MGF1), _sha256_algorithm())
-    params = _sequence(ber.definite(0xA0, _sha256_algorithm()), ber.definite(0xA1, mgf))
-    algorithm = _sequence(ber.definite(ber.TAG_OID, oids.RSAES_OAEP), params)
     return _sequence(
-        ber.definite(ber.TAG_INTEGER, b"\x02"),
+        _VERSION_2,
         ber.definite(0x80, ski),
-        algorithm,
+        _OAEP_ALGORITHM,
         ber.definite(ber.TAG_OCTET_STRING, encrypted_key),
     )
 
 
-def _encrypted_content_info(iv: bytes, ciphertext: bytes, chunked: bool, size: int) -> bytes:
-    algorithm = _sequence(
-        ber.definite(ber.TAG_OID, oids.AES256_CBC), ber.definite(ber.TAG_OCTET_STRING, iv)
-    )
-    if chunked:
-        chunks = [
-            ber.definite(ber.TAG_OCTET_STRING, ciphertext[start : start + size])
-            for start in range(0, len(ciphertext), size)
-        ]
-        content = ber.indefinite(0xA0, *chunks)
-    else:
-        content = ber.definite(0x80, ciphertext)
-    return ber.indefinite(
-        ber.TAG_SEQUENCE, ber.definite(ber.TAG_OID, oids.DATA), algorithm, content
-    )
+def _content(ciphertext: bytes, chunked: bool, size: int) -> bytes:
+    if not chunked:
+        return ber.definite(0x80, ciphertext)
+    chunks = [
+        ber.definite(ber.TAG_OCTET_STRING, ciphertext[start : start + size])
+        for start in range(0, len(ciphertext), size)
+    ]
+    return b"".join((_indefinite_head(0xA0), *chunks, _EOC))

@@ -42,8 +42,11 @@ class AuditEvent:
     reason: str
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(entry: Mapping[str, Any]) -> str:
-    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(entry)
 
 
 def encode_entry(entry: Mapping[str, Any]) -> tuple[str, str]:

@@ -33,6 +33,7 @@ MAX_POLICY_BYTES = 32768
 _Matcher = Callable[[str, str], bool]
 _ACCOUNT_ID = re.compile(r"\d{12}")
 _MATCH_MEMO = 1024  # remembered (principal, action, resource) matches per statement
+_DECISION_MEMO = 4096  # remembered decisions per key policy
 
 
 def _glob(pattern: str, flags: int = 0) -> re.Pattern[str]:
@@ -259,6 +260,47 @@ class KeyPolicy:
 
     text: str
     statements: tuple[Statement, ...]
+    _decided: dict[tuple[object, ...], Decision] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def decide(
+        self,
+        action: str,
+        resource: str,
+        *,
+        principal: str,
+        account: str,
+        encryption_context: Mapping[str, str] | None = None,
+        pcrs: Mapping[int, bytes] | None = None,
+    ) -> Decision:
+        """:meth:`evaluate` for a KMS request's condition keys (:func:`context_values`).
+
+        A decision is a pure function of this immutable policy and these inputs, so it is
+        remembered per exact input (bounded: the table is cleared past its limit); a request
+        from the same enclave image with the same context costs a dictionary lookup.
+        """
+        memo_key = (
+            action,
+            resource,
+            principal,
+            account,
+            tuple(encryption_context.items()) if encryption_context is not None else None,
+            tuple(pcrs.items()) if pcrs is not None else None,
+        )
+        decision = self._decided.get(memo_key)
+        if decision is None:
+            values = context_values(
+                principal=principal,
+                account=account,
+                encryption_context=encryption_context,
+                pcrs=pcrs,
+            )
+            decision = self.evaluate(RequestContext(action, principal, resource, values))
+            if len(self._decided) >= _DECISION_MEMO:
+                self._decided.clear()
+            self._decided[memo_key] = decision
+        return decision
 
     def evaluate(self, context: RequestContext) -> Decision:
         allowed_by: Statement | None = None

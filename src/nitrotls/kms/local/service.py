@@ -29,7 +29,6 @@ from nitrotls.kms.local.errors import (
     not_found,
     validation,
 )
-from nitrotls.kms.local.policy_eval import RequestContext, context_values
 from nitrotls.kms.local.recipient import RecipientChecker, VerifiedRecipient
 from nitrotls.kms.local.sigv4 import Credential, WireRequest, authenticate
 from nitrotls.kms.local.storage import DISABLED, PENDING_DELETION, KeyRecord, KeyStore
@@ -175,14 +174,13 @@ class KMSService:
         recipient: VerifiedRecipient | None = None,
     ) -> None:
         """Raise AccessDeniedException unless the key policy allows ``action`` for the caller."""
-        values = context_values(
+        decision = record.policy.decide(
+            action,
+            record.arn,
             principal=call.principal,
             account=call.account,
             encryption_context=context,
             pcrs=recipient.pcrs if recipient else None,
-        )
-        decision = record.policy.evaluate(
-            RequestContext(action, call.principal, record.arn, values)
         )
         call.reason = decision.reason
         if not decision.allowed:
