@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -131,7 +130,8 @@ def measure(
     load from other processes fall on both alike.
     """
     ours_rates, floor_rates, ratios = [], [], []
-    ours(), floor()  # warm up both paths
+    ours()  # warm up both paths
+    floor()
     block = max(1, iterations // 10)
     for _ in range(rounds):
         ours_time = floor_time = 0.0
@@ -161,4 +161,4 @@ def _elapsed(function: Callable[[], None], iterations: int) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

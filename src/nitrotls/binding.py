@@ -10,6 +10,7 @@ drift apart.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import cbor2
@@ -24,6 +25,7 @@ TLS_INSECURE_TAG = "nitrotls/tls-insecure/1"
 NONCE_MIN = 16
 NONCE_MAX = 64
 _MAX_USER_DATA = 1024
+_DECODED_LIMIT = 256
 
 
 class BindingError(NitroTLSError):
@@ -70,12 +72,33 @@ def for_certificate(
     return TLSBinding(tag, spki_sha384(certificate_der), bytes(bundle_id))
 
 
+_decoded: dict[bytes, TLSBinding] = {}
+_decoded_lock = threading.Lock()
+
+
 def decode(user_data: bytes | None) -> TLSBinding:
-    """Parse a serving document's user_data strictly; anything else is a :class:`BindingError`."""
+    """Parse a serving document's user_data strictly; anything else is a :class:`BindingError`.
+
+    An enclave binds the same value into every document it serves, so successful decodes are
+    remembered per exact bytes (a bounded table): a client's warm connections skip the CBOR.
+    """
     if not user_data:
         raise BindingError(
             "the attestation document carries no user_data: not a nitrotls TLS binding"
         )
+    key = bytes(user_data)
+    found = _decoded.get(key)
+    if found is not None:
+        return found
+    binding = _decode(key)
+    with _decoded_lock:
+        while len(_decoded) >= _DECODED_LIMIT:
+            del _decoded[next(iter(_decoded))]
+        _decoded[key] = binding
+    return binding
+
+
+def _decode(user_data: bytes) -> TLSBinding:
     if len(user_data) > _MAX_USER_DATA:
         raise BindingError(
             f"user_data is {len(user_data)} bytes; at most {_MAX_USER_DATA} accepted"

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from nitrotls import binding
 from nitrotls.attestation import Policy, Verifier
 from nitrotls.client.cache import VerdictCache
 from nitrotls.client.connect import NONCE_BYTES
 from nitrotls.client.endpoint import Endpoint
 from nitrotls.client.errors import ConnectFailedError
 from nitrotls.client.exchange import AttestationExchange
-from nitrotls.client.verdict import Verdict, judge
+from nitrotls.client.verdict import Verdict, judge, leaf_facts
 
 
 @dataclass
@@ -25,7 +24,7 @@ class Attester:
     cache: VerdictCache = field(default_factory=VerdictCache)
 
     def cached(self, host: str, port: int, leaf_der: bytes) -> Verdict | None:
-        return self.cache.get(host, port, binding.spki_sha384(leaf_der))
+        return self.cache.get(host, port, leaf_facts(leaf_der).spki_sha384)
 
     def begin(self, host: str, port: int) -> AttestationExchange:
         return AttestationExchange(Endpoint(host, port).host_header, os.urandom(NONCE_BYTES))

@@ -17,6 +17,7 @@ from cryptography import x509
 from nitrotls import binding
 from nitrotls.attestation import AttestationDocument, Policy, Verifier
 from nitrotls.client.errors import BindingMismatchError, InsecureServerError
+from nitrotls.client.memo import Memo
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,29 @@ class Verdict:
     nonce: bytes | None
     insecure: bool
     valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFacts:
+    """What a verdict needs from the certificate a connection presented."""
+
+    spki_sha384: bytes
+    subject: str
+
+
+def _leaf_facts(leaf_der: bytes) -> LeafFacts:
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    return LeafFacts(binding.spki_sha384(leaf), leaf.subject.rfc4514_string())
+
+
+def _not_after(certificate_der: bytes) -> datetime:
+    return x509.load_der_x509_certificate(certificate_der).not_valid_after_utc
+
+
+#: Per exact DER: a server presents the same leaf, and its enclave signs with the same
+#: certificate for hours, so warm connections skip these parses.
+leaf_facts: Memo[bytes, LeafFacts] = Memo(_leaf_facts)
+_signing_not_after: Memo[bytes, datetime] = Memo(_not_after)
 
 
 def judge(
@@ -55,8 +79,8 @@ def judge(
     effective = policy if nonce is None else dataclasses.replace(policy, nonce=nonce)
     verified = verifier.verify(document, effective, at=now)
     bound = binding.decode(verified.user_data)
-    leaf = x509.load_der_x509_certificate(leaf_der)
-    presented = binding.spki_sha384(leaf)
+    leaf = leaf_facts(leaf_der)
+    presented = leaf.spki_sha384
     if bound.spki_sha384 != presented:
         raise BindingMismatchError(
             f"the enclave attested certificate key {bound.spki_sha384.hex()[:16]}… but this "
@@ -71,7 +95,7 @@ def judge(
     return Verdict(
         host=host,
         port=port,
-        leaf_subject=leaf.subject.rfc4514_string(),
+        leaf_subject=leaf.subject,
         spki_sha384=presented,
         bundle_id=bound.bundle_id,
         document=verified,
@@ -92,8 +116,7 @@ def matched_set(policy: Policy, document: AttestationDocument) -> int | None:
 
 def _valid_until(document: AttestationDocument, policy: Policy, now: datetime) -> datetime:
     """A verdict lives no longer than the document's signing certificate or the policy's max age."""
-    leaf = x509.load_der_x509_certificate(document.certificate)
-    until = leaf.not_valid_after_utc
+    until = _signing_not_after(document.certificate)  # the verifier has just proven it
     if policy.max_age is not None:
         until = min(until, document.timestamp + policy.max_age)
     return until

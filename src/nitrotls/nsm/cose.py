@@ -3,6 +3,11 @@
 ``[protected: bstr {1: -35}, unprotected: {}, payload: bstr, signature: bstr r||s (96 bytes)]``;
 the payload is a definite-length CBOR map whose keys come in AWS's order. The signature covers
 the COSE ``Sig_structure`` ``["Signature1", protected, h'', payload]`` (RFC 9052 §4.4).
+
+Every document an enclave issues differs only in its timestamp and the three caller-chosen
+fields, so :class:`PayloadTemplate` encodes the rest once and splices: the bytes are exactly what
+``cbor2.dumps`` gives for the whole map (tests compare the two), without re-encoding the ~4 KB of
+certificates per document.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 PROTECTED_ES384 = cbor2.dumps({1: -35})
 _COORDINATE = 48
+_ES384 = ec.ECDSA(hashes.SHA384())
+# CBOR heads of the fixed parts: array(4) "Signature1" bstr(protected) (Sig_structure), and
+# array(4) bstr(protected) {} (the document), empty external_aad, bstr(96) for r||s.
+_SIG_STRUCTURE_HEAD = b"\x84\x6aSignature1" + cbor2.dumps(PROTECTED_ES384) + b"\x40"
+_DOCUMENT_HEAD = b"\x84" + cbor2.dumps(PROTECTED_ES384) + b"\xa0"
+_SIGNATURE_HEAD = b"\x58\x60"
 
 
 def encode_payload(
@@ -44,9 +55,97 @@ def encode_payload(
     return bytes(cbor2.dumps(payload))
 
 
+class PayloadTemplate:
+    """:func:`encode_payload` with everything but the per-document fields encoded in advance."""
+
+    __slots__ = ("_head", "_middle")
+
+    def __init__(
+        self,
+        *,
+        module_id: str,
+        pcrs: Mapping[int, bytes],
+        certificate: bytes,
+        cabundle: Sequence[bytes],
+    ) -> None:
+        dumps = cbor2.dumps
+        self._head = b"".join(  # map(9), then every entry up to the timestamp's value
+            (
+                b"\xa9",
+                dumps("module_id"),
+                dumps(module_id),
+                dumps("digest"),
+                dumps("SHA384"),
+                dumps("timestamp"),
+            )
+        )
+        self._middle = b"".join(
+            (
+                dumps("pcrs"),
+                dumps({index: pcrs[index] for index in sorted(pcrs)}),
+                dumps("certificate"),
+                dumps(certificate),
+                dumps("cabundle"),
+                dumps(list(cabundle)),
+                dumps("public_key"),
+            )
+        )
+
+    def encode(
+        self,
+        timestamp_ms: int,
+        public_key: bytes | None,
+        user_data: bytes | None,
+        nonce: bytes | None,
+    ) -> bytes:
+        return b"".join(
+            (
+                self._head,
+                _uint(timestamp_ms),
+                self._middle,
+                _optional(public_key),
+                b"\x69user_data",
+                _optional(user_data),
+                b"\x65nonce",
+                _optional(nonce),
+            )
+        )
+
+
 def sign1(key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:
     """An untagged COSE_Sign1 over ``payload`` with ES384 and a raw r||s signature."""
-    to_be_signed = cbor2.dumps(["Signature1", PROTECTED_ES384, b"", payload])
-    r, s = decode_dss_signature(key.sign(to_be_signed, ec.ECDSA(hashes.SHA384())))
-    signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")
-    return bytes(cbor2.dumps([PROTECTED_ES384, {}, payload, signature]))
+    payload_head = _head(0x40, len(payload))
+    der = key.sign(b"".join((_SIG_STRUCTURE_HEAD, payload_head, payload)), _ES384)
+    r, s = decode_dss_signature(der)
+    return b"".join(
+        (
+            _DOCUMENT_HEAD,
+            payload_head,
+            payload,
+            _SIGNATURE_HEAD,
+            r.to_bytes(_COORDINATE, "big"),
+            s.to_bytes(_COORDINATE, "big"),
+        )
+    )
+
+
+def _optional(value: bytes | None) -> bytes:
+    """A byte string or null, as cbor2 encodes it."""
+    return b"\xf6" if value is None else _head(0x40, len(value)) + value
+
+
+def _uint(value: int) -> bytes:
+    return _head(0x00, value)
+
+
+def _head(major: int, argument: int) -> bytes:
+    """The shortest CBOR head (RFC 8949 §3) for a major type and its argument."""
+    if argument < 24:
+        return bytes((major | argument,))
+    if argument < 0x100:
+        return bytes((major | 24, argument))
+    if argument < 0x10000:
+        return bytes((major | 25,)) + argument.to_bytes(2, "big")
+    if argument < 0x100000000:
+        return bytes((major | 26,)) + argument.to_bytes(4, "big")
+    return bytes((major | 27,)) + argument.to_bytes(8, "big")

@@ -62,6 +62,9 @@ def _system_ioctl(fd: int, request: int, message: NSMMessage) -> int:
 class DeviceNSM:
     """The real NSM. The device is opened on first use and kept open; thread-safe."""
 
+    #: attest() waits on an ioctl: servers call it from a worker thread, not their event loop.
+    blocks = True
+
     def __init__(
         self, path: Path | str = DEVICE_PATH, *, ioctl: IoctlFunction | None = None
     ) -> None:

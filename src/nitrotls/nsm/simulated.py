@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nitrotls.nsm import devca
-from nitrotls.nsm.cose import encode_payload, sign1
+from nitrotls.nsm.cose import PayloadTemplate, sign1
 from nitrotls.nsm.errors import NSMArgumentError
 from nitrotls.nsm.image import measure_image, measure_signing_cert
 from nitrotls.nsm.pcr import ZERO_PCR, PCRBank, instance_pcr
@@ -91,6 +91,18 @@ class SimulatedNSM:
         self._lock = threading.Lock()
         self._leaf_lock = threading.Lock()
         self._leaf: devca.Leaf | None = None
+        # The document bytes that change only with the leaf or the PCRs, encoded once for both.
+        self._template: tuple[devca.Leaf, int, PayloadTemplate] | None = None
+        self._pcr_epoch = 0
+
+    @property
+    def blocks(self) -> bool:
+        """Whether the next attest() may wait on disk: only when the signing certificate is due
+        for replacement (every few hours). Otherwise it is pure CPU under the GIL, and a server
+        calls it on its event loop: a worker thread would add two thread switches and no
+        parallelism."""
+        leaf = self._leaf
+        return leaf is None or not _usable(leaf, self._now())
 
     def _boot_pcrs(self) -> dict[int, bytes]:
         # Debug enclaves report zeros for the image measurements, PCR8 included (as real
@@ -124,19 +136,20 @@ class SimulatedNSM:
         )
         now = self._now()
         leaf = self._current_leaf(now)
-        with self._lock:
-            pcrs = self._bank.document_pcrs()
-        payload = encode_payload(
-            module_id=self.module_id,
-            timestamp_ms=timestamp_ms(now),
-            pcrs=pcrs,
-            certificate=leaf.der,
-            cabundle=leaf.cabundle,
-            public_key=fields[0],
-            user_data=fields[1],
-            nonce=fields[2],
-        )
+        payload = self._template_for(leaf).encode(timestamp_ms(now), *fields)
         return sign1(leaf.key, payload)
+
+    def _template_for(self, leaf: devca.Leaf) -> PayloadTemplate:
+        cached = self._template
+        if cached is not None and cached[0] is leaf and cached[1] == self._pcr_epoch:
+            return cached[2]
+        with self._lock:
+            epoch, pcrs = self._pcr_epoch, self._bank.document_pcrs()
+        template = PayloadTemplate(
+            module_id=self.module_id, pcrs=pcrs, certificate=leaf.der, cabundle=leaf.cabundle
+        )
+        self._template = (leaf, epoch, template)
+        return template
 
     def _current_leaf(self, now: datetime) -> devca.Leaf:
         leaf = self._leaf
@@ -160,17 +173,20 @@ class SimulatedNSM:
         data = check_bytes("data", data)
         encode_request(extend_pcr_request(index, data))  # the device's 4096-byte request limit
         with self._lock:
+            self._pcr_epoch += 1
             return self._bank.extend(index, data)
 
     def lock_pcr(self, index: int) -> None:
         index = check_index(index)
         with self._lock:
+            self._pcr_epoch += 1
             self._bank.lock(index)
 
     def lock_pcrs(self, count: int) -> None:
         """Lock PCRs [0, count), like the NSM's LockPCRs."""
         count = check_index(count)
         with self._lock:
+            self._pcr_epoch += 1
             self._bank.lock_range(count)
 
     def get_random(self, length: int) -> bytes:

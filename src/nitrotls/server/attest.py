@@ -6,7 +6,10 @@ the binding of ARCHITECTURE.md §4 for the leaf served on *this* connection and 
 client's (16 to 64 bytes). Raw COSE_Sign1 (``application/cose``) by default, or
 ``{"document": base64}`` when the client's Accept header asks for JSON and not for COSE.
 Requests are rate-limited per client address with a token bucket, because every document costs a
-signature in the NSM.
+signature in the NSM. A source that says its next document will not block (``blocks`` is False:
+the simulated NSM between certificate renewals, pure CPU under the GIL) is called on the event
+loop; any other (``/dev/nsm``'s ioctl, a renewal, a source that does not say) from a worker
+thread.
 """
 
 from __future__ import annotations
@@ -153,6 +156,7 @@ class AttestationResponder:
         self.source = source
         self.metrics = metrics
         self.limiter = RateLimiter(rate, burst)
+        self._user_data: tuple[ServedIdentity, bytes] | None = None
 
     @staticmethod
     def matches(target: bytes) -> bool:
@@ -175,9 +179,12 @@ class AttestationResponder:
         except binding.BindingError as error:
             self.metrics.attestation_rejected += 1
             return LocalResponse(400, f"400 Bad Request: {error}\n".encode())
-        user_data = identity.user_data()
+        user_data = self._user_data_for(identity)
         try:
-            document = await asyncio.to_thread(self._attest, user_data, nonce)
+            if getattr(self.source, "blocks", True) is False:
+                document = self._attest(user_data, nonce)
+            else:
+                document = await asyncio.to_thread(self._attest, user_data, nonce)
         except Exception as error:  # an NSM failure must not kill the connection
             log.error("attestation source failed: %s", error)
             return error_response(503)
@@ -198,6 +205,15 @@ class AttestationResponder:
                 429, b"429 Too Many Requests\n", headers=(b"Retry-After: %d" % wait,)
             )
         return None
+
+    def _user_data_for(self, identity: ServedIdentity) -> bytes:
+        """The binding for ``identity``, encoded once per served identity (they are immutable)."""
+        cached = self._user_data
+        if cached is not None and cached[0] is identity:
+            return cached[1]
+        user_data = identity.user_data()
+        self._user_data = (identity, user_data)
+        return user_data
 
     def _attest(self, user_data: bytes, nonce: bytes) -> bytes:
         return self.source.attest(user_data=user_data, nonce=nonce)
