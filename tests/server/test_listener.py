@@ -1,4 +1,4 @@
-"""The TLS listener's socket (bound by nitrotls.transport) and its task-free accept path."""
+"""The TLS listener's socket (bound by nitrotls.transport) and its accept path."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import os
 import socket
 import ssl
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nitrotls.server.errors import ListenError
 from nitrotls.server.identity import ContextHolder
-from nitrotls.server.listener import ListeningSocket, _Stepper
+from nitrotls.server.listener import ListeningSocket
 from nitrotls.server.runtime import ServeOptions, Upstream
 from nitrotls.server.tls import DirectSSLObject, policy_context
 from nitrotls.transport import vsock
@@ -107,66 +106,6 @@ def test_tcp_listen_failure_is_a_listen_error() -> None:
     assert caught.value.exit_code == 71
 
 
-# -- the stepper: a coroutine run without a task ------------------------------------------------
-
-
-def _run_stepper(make: Callable[[asyncio.Future[int]], object]) -> list[BaseException | None]:
-    async def scenario() -> list[BaseException | None]:
-        outcomes: list[BaseException | None] = []
-        live: set[_Stepper] = set()
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        _Stepper(make(future), live, outcomes.append)  # type: ignore[arg-type]
-        assert outcomes == [] and len(live) == 1
-        future.set_result(1)
-        for _ in range(5):
-            await asyncio.sleep(0)
-        assert not live
-        return outcomes
-
-    return asyncio.run(scenario())
-
-
-def test_stepper_runs_a_coroutine_through_its_awaits() -> None:
-    async def body(future: asyncio.Future[int]) -> None:
-        assert await future == 1
-        await asyncio.sleep(0)  # a bare yield
-
-    assert _run_stepper(body) == [None]
-
-
-def test_stepper_reports_the_exception_a_coroutine_ends_with() -> None:
-    async def body(future: asyncio.Future[int]) -> None:
-        await future
-        raise ssl.SSLError("handshake went wrong")
-
-    (outcome,) = _run_stepper(body)
-    assert isinstance(outcome, ssl.SSLError)
-
-
-def test_stepper_close_abandons_the_coroutine() -> None:
-    cleaned: list[str] = []
-
-    async def body(future: asyncio.Future[int]) -> None:
-        try:
-            await future
-        finally:
-            cleaned.append("closed")
-
-    async def scenario() -> None:
-        live: set[_Stepper] = set()
-        outcomes: list[BaseException | None] = []
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        stepper = _Stepper(body(future), live, outcomes.append)
-        stepper.close()
-        assert cleaned == ["closed"] and not live
-        future.set_result(1)  # what it waited on completes later: nothing more happens
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert outcomes == []
-
-    asyncio.run(scenario())
-
-
 # -- TLS on a Unix listener, through the task-free path, on both event loops ------------------
 
 
@@ -217,8 +156,8 @@ def test_real_vsock_is_served_by_the_asyncio_loop() -> None:
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_accepted_tcp_connections_have_nodelay(pki: PKI, loop: str) -> None:
-    """The response and close_notify must not wait for a delayed ACK; both loops set
-    TCP_NODELAY on TCP sockets they are handed (asyncio only when the protocol says TCP)."""
+    """The response and close_notify must not wait for a delayed ACK: accepted TCP sockets get
+    TCP_NODELAY on both event loops."""
 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))

@@ -6,10 +6,10 @@ TLS handshake; (3) stop accepting at the connection limit (connections then wait
 backlog instead of being accepted and dropped); (4) spend a ``--one-shot`` context after its
 first handshake. Deadlines of all connections are checked by one sweeper task.
 
-Each accepted connection costs no ``asyncio.Task``: the handshake coroutine is stepped by the
-futures it waits on (:class:`_Stepper`), which saves a task's bookkeeping (a context copy, the
-global task registry, two extra loop iterations) on every new connection. Only the PROXY v2 path,
-which reads a clear-text header first, runs a task per connection.
+Each accepted connection becomes a :class:`~nitrotls.server.tlsconn.TLSTransport` (OpenSSL on
+the socket itself): no coroutine, task or timer per connection; the protocol is built when the
+handshake is done. Only the PROXY v2 path, which reads a clear-text header first, runs a task
+per connection.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from nitrotls.server.errors import ListenError
 from nitrotls.server.identity import ContextHolder, Served
 from nitrotls.server.metrics import Metrics
+from nitrotls.server.tlsconn import Poller, TLSTransport
 from nitrotls.transport import proxy_protocol
 from nitrotls.transport.address import Address
 from nitrotls.transport.errors import ListenError as TransportListenError
@@ -72,23 +73,26 @@ class ConnectionRegistry:
         self.connections: set[Tracked] = set()
         self.on_closed: Callable[[], None] | None = None
         self.on_opened: Callable[[], None] | None = None
-        self._empty = asyncio.Event()
-        self._empty.set()
+        self._emptied: asyncio.Future[None] | None = None  # made only when someone waits
 
     def opened(self, conn: Tracked) -> None:
         """A connection finished its handshake (protocols call this from connection_made)."""
-        self.connections.add(conn)
-        self.metrics.handshakes += 1
-        self.metrics.connections_active = len(self.connections)
-        self._empty.clear()
+        connections = self.connections
+        connections.add(conn)
+        metrics = self.metrics
+        metrics.handshakes += 1
+        metrics.connections_active = len(connections)
         if self.on_opened is not None:
             self.on_opened()
 
     def closed(self, conn: Tracked) -> None:
-        self.connections.discard(conn)
-        self.metrics.connections_active = len(self.connections)
-        if not self.connections:
-            self._empty.set()
+        connections = self.connections
+        connections.discard(conn)
+        self.metrics.connections_active = len(connections)
+        if not connections and self._emptied is not None:
+            if not self._emptied.done():
+                self._emptied.set_result(None)
+            self._emptied = None
         if self.on_closed is not None:
             self.on_closed()
 
@@ -101,7 +105,10 @@ class ConnectionRegistry:
             conn.drain()
 
     async def wait_empty(self) -> None:
-        await self._empty.wait()
+        while self.connections:
+            if self._emptied is None:
+                self._emptied = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._emptied)
 
 
 class TLSListener:
@@ -122,14 +129,14 @@ class TLSListener:
         self.registry = registry
         self.metrics = metrics
         self.settings = settings or ListenSettings()
-        self.sweep_hooks: list[Callable[[float], None]] = [registry.sweep]
+        self.sweep_hooks: list[Callable[[float], None]] = [registry.sweep, self._sweep_unopened]
         self.one_shot_done = asyncio.Event()
         self._listening: ListeningSocket | None = None
         self._sock: socket.socket | None = None
         self._handshaking = 0
         self._accepting = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._steppers: set[_Stepper] = set()
+        self._poller: Poller | None = None
         self._sweeper: asyncio.Task[None] | None = None
         registry.on_closed = self._maybe_resume
         if holder.one_shot:
@@ -145,6 +152,7 @@ class TLSListener:
     def start(self) -> Address:
         """Bind, listen and begin accepting; returns :attr:`bound`."""
         self._listening = ListeningSocket.open(self.address, self.settings.backlog)
+        self._poller = Poller(asyncio.get_running_loop())
         self._sock = self._listening.sock
         self._resume_accept()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -177,8 +185,9 @@ class TLSListener:
                     transport.abort()
         for task in list(self._tasks):
             task.cancel()
-        for stepper in list(self._steppers):
-            stepper.close()
+        if self._poller is not None:
+            self._poller.abort_unopened()
+            self._poller.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,7 +214,7 @@ class TLSListener:
     def _on_readable(self) -> None:
         listening = self._listening
         while listening is not None and self._accepting:
-            if self._full():
+            if len(self.registry.connections) + self._handshaking >= self.settings.max_connections:
                 self._pause_accept()
                 return
             try:
@@ -224,39 +233,49 @@ class TLSListener:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             else:
-                self._start_tls(conn, _peer_text(peer))
+                client = peer[0] if type(peer) is tuple and type(peer[0]) is str else "local"
+                self._start_tls(conn, client)
             listening = self._listening
 
     def _start_tls(self, conn: socket.socket, client: str) -> None:
-        """Hand ``conn`` to the loop's TLS transport with the context current right now."""
+        """Start a TLS handshake on ``conn`` with the context current right now."""
         served = self.holder.current()
         if served is None:
             self.metrics.connections_refused += 1
             conn.close()
             self._handshake_over()
             return
-        protocol = self.factory(served, client)
-        handshake = asyncio.get_running_loop().connect_accepted_socket(
-            lambda: protocol,
-            conn,
-            ssl=served.context,
-            ssl_handshake_timeout=self.settings.handshake_timeout,
-        )
-        _Stepper(handshake, self._steppers, lambda error: self._tls_done(conn, error))
-
-    def _tls_done(self, conn: socket.socket, error: BaseException | None) -> None:
-        if error is not None:
+        poller = self._poller
+        assert poller is not None
+        try:
+            TLSTransport(
+                poller, conn, served.context, self, self.settings.handshake_timeout,
+                (served, client),
+            )  # fmt: skip
+        except (OSError, ssl.SSLError) as error:
             self._handshake_failed(conn, error)
+            self._handshake_over()
+
+    # -- HandshakeOwner (called by the transports) ---------------------------------------------
+    def handshake_done(self, transport: TLSTransport) -> asyncio.Protocol | None:
+        self._handshaking -= 1
+        if not self._accepting:
+            self._maybe_resume()
+        served, client = transport.tag
+        return self.factory(served, client)
+
+    def handshake_failed(self, transport: TLSTransport, error: BaseException) -> None:
+        self._handshake_failed(None, error)
         self._handshake_over()
 
-    def _handshake_failed(self, conn: socket.socket, error: BaseException) -> None:
+    def _handshake_failed(self, conn: socket.socket | None, error: BaseException) -> None:
         self.metrics.handshake_failures += 1
         if not isinstance(error, (OSError, ssl.SSLError, TimeoutError, ProxyProtocolError)):
-            if not isinstance(error, asyncio.CancelledError):
-                log.error("connection setup failed: %r", error)
+            log.error("connection setup failed: %r", error)
         else:
             log.debug("connection failed before serving: %s", error)
-        conn.close()
+        if conn is not None:
+            conn.close()
 
     def _handshake_over(self) -> None:
         self._handshaking -= 1
@@ -264,26 +283,18 @@ class TLSListener:
 
     async def _proxied(self, conn: socket.socket, peer: object) -> None:
         """The PROXY v2 path: read the clear-text header, then hand over to TLS."""
-        loop = asyncio.get_running_loop()
         try:
             conn.setblocking(False)
             client = await self._read_proxy_header(conn) or _peer_text(peer)
-            served = self.holder.current()
-            if served is None:
-                self.metrics.connections_refused += 1
-                conn.close()
-                return
-            protocol = self.factory(served, client)
-            await loop.connect_accepted_socket(
-                lambda: protocol,
-                conn,
-                ssl=served.context,
-                ssl_handshake_timeout=self.settings.handshake_timeout,
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ProxyProtocolError) as error:
+        except (OSError, TimeoutError, ProxyProtocolError) as error:
             self._handshake_failed(conn, error)
-        finally:
             self._handshake_over()
+            return
+        except asyncio.CancelledError:
+            conn.close()
+            self._handshake_over()
+            raise
+        self._start_tls(conn, client)
 
     def _spend_one_shot(self) -> None:
         if self.one_shot_done.is_set():
@@ -305,6 +316,10 @@ class TLSListener:
         if header.command == "PROXY" and header.source is not None:
             return header.source[0]
         return None
+
+    def _sweep_unopened(self, now: float) -> None:
+        if self._poller is not None:
+            self._poller.sweep(now)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -334,55 +349,6 @@ def _peer_text(peer: object) -> str:
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
         return peer[0]
     return "local"
-
-
-class _Stepper:
-    """Runs a coroutine to its end from the callbacks of the futures it awaits: a task without
-    the bookkeeping, for the one coroutine every accepted connection needs (the loop's
-    ``connect_accepted_socket``). ``done`` gets ``None`` or the exception it ended with."""
-
-    __slots__ = ("_closed", "_coro", "_done", "_live")
-
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, object],
-        live: set[_Stepper],
-        done: Callable[[BaseException | None], None],
-    ) -> None:
-        self._coro = coro
-        self._live = live
-        self._done = done
-        self._closed = False
-        live.add(self)
-        self._step()
-
-    def _step(self, _future: object = None) -> None:
-        if self._closed:
-            return
-        try:
-            awaited = self._coro.send(None)
-        except StopIteration:
-            self._finish(None)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as error:  # reported to the owner, like a task's exception
-            self._finish(error)
-        else:
-            if awaited is None:  # a bare yield: run again on the next loop iteration
-                asyncio.get_running_loop().call_soon(self._step)
-            else:
-                awaited._asyncio_future_blocking = False
-                awaited.add_done_callback(self._step)
-
-    def _finish(self, error: BaseException | None) -> None:
-        self._live.discard(self)
-        self._done(error)
-
-    def close(self) -> None:
-        """Abandon the coroutine (at shutdown): it closes what it opened."""
-        self._closed = True
-        self._live.discard(self)
-        self._coro.close()
 
 
 class ListeningSocket:

@@ -38,6 +38,7 @@ from nitrotls.server.http1 import (
 )
 from nitrotls.server.identity import Served
 from nitrotls.server.metrics import Metrics
+from nitrotls.server.tlsconn import TLSTransport
 from nitrotls.server.upstream import UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ class ProxyConnection(asyncio.Protocol):
     # -- requests ----------------------------------------------------------------------------
     def _on_head_bytes(self, data: bytes) -> None:
         buffer = self._buf + data if self._buf else data
-        if self._req == _IDLE and buffer[:2] == b"\r\n":
+        # Empty lines before a request are skipped (a 1-byte slice is a cached object: cheap).
+        if buffer[:1] == b"\r" and self._req == _IDLE and buffer[:2] == b"\r\n":
             buffer = buffer.lstrip(b"\r\n")
             if not buffer:
                 return
@@ -430,20 +432,14 @@ class ProxyConnection(asyncio.Protocol):
             if self._rechunk:
                 body = (chunk(body) if body else b"") + (LAST_CHUNK if done else b"")
         close = b"" if self._keep_alive else b"Connection: close\r\n"
-        transport.write(
-            b"".join(
-                (
-                    b"HTTP/1.1",
-                    response.status_rest,
-                    response.fields,
-                    b"\r\n",
-                    framing,
-                    close,
-                    b"\r\n",
-                    body,
-                )
-            )
-        )
+        answer = b"".join(
+            (b"HTTP/1.1", response.status_rest, response.fields, b"\r\n", framing, close,
+             b"\r\n", body)
+        )  # fmt: skip
+        if done and not self._keep_alive and self._req == _DONE and type(transport) is TLSTransport:
+            transport.write_last(answer)  # answer, close_notify and FIN leave together
+        else:
+            transport.write(answer)
         if done:
             self._response_done()
         else:
@@ -575,8 +571,11 @@ class ProxyConnection(asyncio.Protocol):
         self._keep_alive = False
         self._req = _DONE
         self._resp = _R_NONE
-        if self.transport is not None and not self._closed:
-            self.transport.write(error_response(status).render(keep_alive=False))
+        transport = self.transport
+        if transport is not None and not self._closed:
+            transport.write(error_response(status).render(keep_alive=False))
+            if isinstance(transport, TLSTransport):  # the rest of the request may be coming
+                transport.linger = True
         self._close()
 
     # -- plumbing ------------------------------------------------------------------------------

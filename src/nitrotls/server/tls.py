@@ -16,9 +16,12 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import socket
 import ssl
 import sys
-from collections.abc import Sequence
+import sysconfig
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,7 @@ GROUPS = b"X25519:P-256:P-384"
 ALPN_HTTP1 = ("http/1.1",)
 
 _SSL_CTRL_SET_SESS_CACHE_MODE = 44
+_SSL_CTRL_SET_READ_AHEAD = 41
 _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_SESS_CACHE_OFF = 0
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -205,12 +209,29 @@ def _apply_native_policy(ctx: ssl.SSLContext) -> None:
     if native.ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, GROUPS) != 1:
         raise TLSContextError(f"OpenSSL refused the key exchange groups {GROUPS.decode()}")
     native.ctrl(pointer, _SSL_CTRL_SET_SESS_CACHE_MODE, _SSL_SESS_CACHE_OFF, None)
+    if ssl_access() is not None:
+        # OpenSSL reads whole socket buffers instead of one record header, then its body: a
+        # handshake costs half the reads. Only when the transport can ask OpenSSL whether it
+        # holds unread input (readiness from the kernel no longer says so).
+        native.ctrl(pointer, _SSL_CTRL_SET_READ_AHEAD, 1, None)
 
 
 class _Native:
     """ctypes access to the libssl that Python's ``_ssl`` module is linked against."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
+        self.has_pending = lib.SSL_has_pending
+        self.has_pending.restype = ctypes.c_int
+        self.has_pending.argtypes = [ctypes.c_void_p]
+        self.shutdown = lib.SSL_shutdown
+        self.shutdown.restype = ctypes.c_int
+        self.shutdown.argtypes = [ctypes.c_void_p]
+        self.clear_errors = lib.ERR_clear_error  # libcrypto's, found through libssl
+        self.clear_errors.restype = None
+        self.clear_errors.argtypes = []
+        self._get_fd = lib.SSL_get_fd
+        self._get_fd.restype = ctypes.c_int
+        self._get_fd.argtypes = [ctypes.c_void_p]
         self._ctrl = lib.SSL_CTX_ctrl
         self._ctrl.restype = ctypes.c_long
         self._ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
@@ -227,7 +248,7 @@ class _Native:
         The guess is confirmed by reading the options through libssl and comparing them with
         what Python reports, twice with different values, before anything is written.
         """
-        if sys.implementation.name != "cpython" or hasattr(sys, "getobjects"):
+        if not _layout_known():
             return None
         pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
         if not pointer:
@@ -239,6 +260,72 @@ class _Native:
         matches = int(self._options(pointer)) == int(ctx.options) != first
         ctx.options = ssl.Options(first)
         return pointer if matches else None
+
+    def ssl_offset(self) -> int | None:
+        """Where ``_ssl``'s socket objects keep their ``SSL*`` (after the object header and a
+        weak reference), confirmed on two throwaway objects by ``SSL_get_fd``; else ``None``."""
+        if not _layout_known():
+            return None
+        offset = 3 * ctypes.sizeof(ctypes.c_void_p)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        wrap = getattr(ctx, "_wrap_socket", None)
+        if wrap is None:
+            return None
+        for _ in range(2):
+            a, b = socket.socketpair()
+            with a, b:
+                try:
+                    probe = wrap(a, True, None, owner=None, session=None)
+                except TypeError:
+                    return None
+                pointer = ctypes.c_void_p.from_address(id(probe) + offset).value
+                if not pointer or int(self._get_fd(pointer)) != a.fileno():
+                    return None
+                del probe
+        return offset
+
+
+# CPython releases on which the layout the probes above assume (PySSLContext: header, SSL_CTX*;
+# PySSLSocket: header, weakref, SSL*) was checked by running tests/server/test_tlsconn.py. A
+# probe reads a pointer and hands it to libssl before it can confirm it, so on any other
+# interpreter (a release not listed, a free-threaded or trace-refs build, whose object header is
+# larger) the direct path is not tried at all and the portable one serves instead. To add a
+# release: compare those two structs in its Modules/_ssl.c, then run that test file on it.
+_CHECKED_RELEASES = ((3, 11),)
+
+
+def _layout_known() -> bool:
+    return (
+        sys.implementation.name == "cpython"
+        and sys.version_info[:2] in _CHECKED_RELEASES
+        and not hasattr(sys, "getobjects")  # a trace-refs build: a larger object header
+        and not sysconfig.get_config_var("Py_GIL_DISABLED")  # free-threaded: a larger header
+    )
+
+
+@dataclass(frozen=True)
+class SSLAccess:
+    """Direct calls on the ``SSL*`` inside ``_ssl``'s socket objects (found at ``offset``)."""
+
+    offset: int
+    has_pending: Callable[[int], int]  # does OpenSSL hold input the kernel no longer shows?
+    shutdown: Callable[[int], int]  # one SSL_shutdown: send close_notify, wait for nothing
+    clear_errors: Callable[[], None]
+
+
+_access_cache: list[SSLAccess | None] = []
+
+
+def ssl_access() -> SSLAccess | None:
+    """:class:`SSLAccess` if the ``SSL*`` offset is confirmed, else ``None``."""
+    if not _access_cache:
+        native = _native()
+        offset = native.ssl_offset() if native is not None else None
+        access = None
+        if native is not None and offset is not None:
+            access = SSLAccess(offset, native.has_pending, native.shutdown, native.clear_errors)
+        _access_cache.append(access)
+    return _access_cache[0]
 
 
 _native_cache: list[_Native | None] = []
