@@ -95,8 +95,10 @@ def build_enveloped(
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    cek = bytearray(os.urandom(CEK_BYTES))
-    iv = os.urandom(BLOCK)
+    fresh = os.urandom(CEK_BYTES + BLOCK)  # one system call for the key and the IV
+    cek = bytearray(memoryview(fresh)[:CEK_BYTES])
+    iv = fresh[CEK_BYTES:]
+    del fresh
     try:
         encrypted_key = recipient_public_key.encrypt(bytes(cek), _OAEP)
         ciphertext = _encrypt_cbc(cek, iv, plaintext)

@@ -126,14 +126,7 @@ def _parse_credential(value: str) -> tuple[str, tuple[str, str, str, str]]:
 
 def _request_time(request: WireRequest, scope: tuple[str, str, str, str], now: datetime) -> str:
     amz_date = request.headers.get("x-amz-date", "").strip()
-    match = _AMZ_DATE_RE.match(amz_date)
-    try:
-        if match is None:
-            raise ValueError(amz_date)
-        year, month, day, hour, minute, second = (int(part) for part in match.groups())
-        when = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    except ValueError:
-        raise _incomplete("X-Amz-Date header must be present as YYYYMMDDTHHMMSSZ.") from None
+    when = _amz_time(amz_date)
     if scope[0] != amz_date[:8]:
         raise _invalid("Credential date does not match the X-Amz-Date header.")
     if abs(now - when) > MAX_SKEW:
@@ -142,6 +135,19 @@ def _request_time(request: WireRequest, scope: tuple[str, str, str, str], now: d
             f"{now.strftime(_AMZ_DATE)} (check the client's clock)."
         )
     return amz_date
+
+
+@lru_cache(maxsize=16)
+def _amz_time(amz_date: str) -> datetime:
+    """The instant an X-Amz-Date names (requests in the same second share one parse)."""
+    match = _AMZ_DATE_RE.match(amz_date)
+    try:
+        if match is None:
+            raise ValueError(amz_date)
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        raise _incomplete("X-Amz-Date header must be present as YYYYMMDDTHHMMSSZ.") from None
 
 
 def canonical_request(request: WireRequest, signed_headers: str) -> str:
