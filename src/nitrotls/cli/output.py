@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from nitrotls.errors import NitroTLSError
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
+
+
+@cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console  # ~15 ms: only commands that print for people pay it
+
+    return Console(stderr=stderr)
+
+
+def __getattr__(name: str) -> Any:
+    """``console`` and ``err_console``, made on first use."""
+    if name == "console":
+        return _console(False)
+    if name == "err_console":
+        return _console(True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -32,8 +51,10 @@ def _json_default(value: Any) -> Any:
 
 def fail(error: NitroTLSError) -> None:
     """Print a typed error as one actionable line on stderr."""
+    from rich.markup import escape
+
     message = escape(str(error))
-    err_console.print(f"[bold red]error[/] ({type(error).__name__}): {message}", highlight=False)
+    _console(True).print(f"[bold red]error[/] ({type(error).__name__}): {message}", highlight=False)
 
 
 def run_guarded(command: click.Command) -> int:
@@ -49,7 +70,7 @@ def run_guarded(command: click.Command) -> int:
         error.show()
         return error.exit_code
     except click.exceptions.Abort:
-        err_console.print("aborted")
+        _console(True).print("aborted")
         return 130
     except KeyboardInterrupt:
         return 130
