@@ -169,6 +169,7 @@ _PLAIN = [b"Accept: */*", b"User-Agent: t", b"X-A:", b"Date: Wed, 26 Nov 2025 15
 _SPECIAL = [b"Host: h", b"host:  a b ", b"HOST:", b"Connection: close", b"connection:Keep-Alive"]
 _SPECIAL += [b"Connection: upgrade", b"Content-Length: 24", b"content-length:\t0\t"]
 _SPECIAL += [b"Content-Length: 007", b"Upgrade: ws", b"Transfer-Encoding: chunked"]
+_SPECIAL += [b"Host: a\t \tb \t", b"Host:\t\x80 :b", b"Content-Length: 24 ", b"Connection:close \t"]
 
 
 @st.composite

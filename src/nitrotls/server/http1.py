@@ -74,9 +74,13 @@ _RESPONSE_SPECIAL = _special(_HOP_BY_HOP)
 
 
 def _plain_fields(names: tuple[bytes, ...]) -> bytes:
-    """Any number of field lines none of which is one of ``names`` (case-insensitive)."""
+    """Any number of field lines none of which is one of ``names`` (case-insensitive).
+
+    Possessive (``++``, ``*+``): a name stops at its colon, a value before CR, and a line that
+    follows is special or absent, so backtracking into them can never help a match; not
+    offering it saves ``re`` its bookkeeping on every line (about 100 ns per response head)."""
     alternatives = b"|".join(re.escape(name) for name in names)
-    return rb"((?:\r\n(?!(?i:" + alternatives + rb"):)" + _TOKEN + rb":" + _VALUE + rb")*)"
+    return rb"((?:\r\n(?!(?i:" + alternatives + rb"):)" + _TOKEN + rb"+:" + _VALUE + rb"+)*+)"
 
 
 _REQUEST_NAMES = (
@@ -88,8 +92,10 @@ _REQUEST_NAMES = (
     b"x-forwarded-host",
     b"forwarded",
 )
-_TRIMMED = rb"[ \t]*((?:[\x21-\x7e\x80-\xff](?:" + _VALUE + rb"[\x21-\x7e\x80-\xff])?)?)[ \t]*"
-_CONNECTION_LINE = rb"\r\n(?i:connection):[ \t]*((?i:close|keep-alive))[ \t]*"
+# A field value without its surrounding blanks: words joined by blank runs, no backtracking.
+_VISIBLE = rb"[\x21-\x7e\x80-\xff]++"
+_TRIMMED = rb"[ \t]*+((?:" + _VISIBLE + rb"(?:[ \t]++" + _VISIBLE + rb")*+)?)[ \t]*+"
+_CONNECTION_LINE = rb"\r\n(?i:connection):[ \t]*+((?i:close|keep-alive))[ \t]*+"
 # Fast paths for the common heads, matched (and validated) by one regex each: a request whose
 # only special fields are one Host and at most one "Connection: close|keep-alive"; a response
 # whose only special fields are one decimal Content-Length and at most such a Connection. Any
@@ -98,7 +104,7 @@ _PLAIN_REQUEST = _plain_fields(_REQUEST_NAMES)
 _FAST_REQUEST = re.compile(
     rb"("
     + _TOKEN
-    + rb") (/[\x21-\x7e]*) HTTP/1\.([01])"
+    + rb"+) (/[\x21-\x7e]*+) HTTP/1\.([01])"
     + _PLAIN_REQUEST
     + rb"(?:\r\n(?i:host):"
     + _TRIMMED
@@ -116,11 +122,11 @@ _FAST_REQUEST = re.compile(
     + rb")"
 )
 _PLAIN_RESPONSE = _plain_fields(_HOP_BY_HOP)
-_LENGTH_LINE = rb"\r\n(?i:content-length):[ \t]*([0-9]{1,18})[ \t]*"
+_LENGTH_LINE = rb"\r\n(?i:content-length):[ \t]*+([0-9]{1,18})[ \t]*+"
 _FAST_RESPONSE = re.compile(
     rb"HTTP/1\.([01])( ([1-9][0-9][0-9])(?: "
     + _VALUE
-    + rb")?)"
+    + rb"+)?)"
     + _PLAIN_RESPONSE
     + rb"(?:"
     + _LENGTH_LINE
@@ -206,20 +212,26 @@ class ResponseHead:
 def parse_request(head: bytes) -> RequestHead:
     """Parse a request head (without the final blank line)."""
     fast = _FAST_REQUEST.fullmatch(head)
-    if fast is not None and fast[1] != b"CONNECT" and (len(head) <= _SHORT or _few_fields(head)):
-        method, target, minor_text, first, host, middle, connection, last = fast.groups()[:8]
-        if host is None:  # the Connection line came first
-            connection, middle, host, last = fast.groups()[8:]
-        request = RequestHead(
-            method, target, minor_text[0] - 48, first + middle + last if last else first + middle
+    if fast is not None and (len(head) <= _SHORT or _few_fields(head)):
+        method, target, minor_text, first, host, middle, connection, last, c2, m2, h2, l2 = (
+            fast.groups()
         )
-        request.host = host
-        if connection is not None:
-            if connection.lower() == b"close":
-                request.keep_alive = False
-            elif request.minor == 0:
-                request.keep_alive = True
-        return request
+        if method != b"CONNECT":
+            if host is None:  # the Connection line came first
+                connection, middle, host, last = c2, m2, h2, l2
+            request = RequestHead(
+                method,
+                target,
+                minor_text[0] - 48,
+                first + middle + last if last else first + middle,
+            )
+            request.host = host
+            if connection is not None:
+                if connection.lower() == b"close":
+                    request.keep_alive = False
+                elif request.minor == 0:
+                    request.keep_alive = True
+            return request
     match = _REQUEST.fullmatch(head)
     if match is None:
         _explain_request(head)
@@ -313,11 +325,13 @@ def parse_response(head: bytes, method: bytes) -> ResponseHead:
     """Parse a response head from upstream to a request made with ``method``."""
     fast = _FAST_RESPONSE.fullmatch(head)
     if fast is not None and method != b"HEAD" and (len(head) <= _SHORT or _few_fields(head)):
-        minor_text, rest, status_text, first, length, middle, connection, last = fast.groups()[:8]
+        minor_text, rest, status_text, first, length, middle, connection, last, c2, m2, l2, la2 = (
+            fast.groups()
+        )
         status = int(status_text)
         if status >= 200 and status != 204 and status != 304:
             if length is None:  # the Connection line came first
-                connection, middle, length, last = fast.groups()[8:]
+                connection, middle, length, last = c2, m2, l2, la2
             response = ResponseHead(
                 status, minor_text[0] - 48, rest, first + middle + last if last else first + middle
             )

@@ -265,6 +265,26 @@ class ProxyConnection(asyncio.Protocol):
             self._local(request, rest)
             return
         self._resp = _R_WAIT
+        if request.framing == NONE and request.upgrade is None and not request.expect_continue:
+            # The usual request: its head, inline (this runs once per proxied request).
+            host = request.host if request.host is not None else engine.upstream_host
+            head = b"".join(
+                (request.method, b" ", request.target, b" HTTP/1.1\r\nHost: ", host,
+                 request.fields, b"\r\n", self._forwarded, b"X-Forwarded-Host: ", host,
+                 b"\r\n\r\n")
+            )  # fmt: skip
+            self._req = _DONE
+            self.deadline = monotonic() + engine.upstream_timeout
+            self._buf = rest
+            upstream = engine.pool.send(self, request.method, head)
+            if upstream is not None:
+                self._upstream = upstream
+                self._retry = head  # replayable on a fresh connection if a rested one is dead
+            else:
+                self._pending = [head]
+                self._pending_size = len(head)
+                engine.spawn(self._connect())
+            return
         head = self._upstream_head(request)
         if request.framing == NONE:
             self._req = _DONE
@@ -436,14 +456,29 @@ class ProxyConnection(asyncio.Protocol):
             (b"HTTP/1.1", response.status_rest, response.fields, b"\r\n", framing, close,
              b"\r\n", body)
         )  # fmt: skip
-        if done and not self._keep_alive and self._req == _DONE and type(transport) is TLSTransport:
-            transport.write_last(answer)  # answer, close_notify and FIN leave together
-        else:
+        if not done:
             transport.write(answer)
-        if done:
-            self._response_done()
-        else:
             self.deadline = monotonic() + self.engine.upstream_timeout
+            return
+        if not self._keep_alive or self._req != _DONE or self.engine.draining:
+            if type(transport) is TLSTransport and self._req == _DONE:
+                transport.write_last(answer)  # answer, close_notify and FIN leave together
+            else:
+                transport.write(answer)
+            self._response_done()
+            return
+        transport.write(answer)
+        # _response_done() for the usual keep-alive exchange, inline.
+        self._resp = _R_NONE
+        self._upstream = None
+        self._request = None
+        self._req = _IDLE
+        self.deadline = monotonic() + self.engine.idle_timeout
+        if self._paused:
+            self._resume(_P_PIPELINE)
+        if self._buf:
+            data, self._buf = self._buf, b""
+            self._on_head_bytes(data)
 
     def _client_framing(self, response: ResponseHead) -> bytes:
         """The framing line for a response without a Content-Length (sets ``_rechunk``)."""
