@@ -11,6 +11,7 @@ no trailing bytes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from nitrotls.kms.errors import CMSFormatError
 
@@ -173,7 +174,13 @@ def _length_bytes(length: int) -> bytes:
 
 def definite(identifier: int, content: bytes) -> bytes:
     """A TLV with a definite (minimal) length."""
-    return bytes([identifier]) + _length_bytes(len(content)) + content
+    return _head(identifier, len(content)) + content
+
+
+@lru_cache(maxsize=256)
+def _head(identifier: int, length: int) -> bytes:
+    # The local KMS writes the same few (tag, length) pairs in every envelope it builds.
+    return bytes([identifier]) + _length_bytes(length)
 
 
 def indefinite(identifier: int, *parts: bytes) -> bytes:

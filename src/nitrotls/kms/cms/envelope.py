@@ -8,7 +8,11 @@ import os
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher
+
+# AES by name, not as algorithms.AES: that module's attributes pass a Python hook (deprecations)
+from cryptography.hazmat.primitives.ciphers.algorithms import AES
+from cryptography.hazmat.primitives.ciphers.modes import CBC
 
 from nitrotls.kms.cms import ber, oids
 from nitrotls.kms.cms.parse import BLOCK, parse_enveloped
@@ -48,7 +52,7 @@ def open_enveloped(ber_bytes: bytes, private_key: RSAPrivateKey) -> bytearray:
 
 
 def _decrypt_cbc(cek: bytearray, iv: bytes, ciphertext: bytes) -> bytearray:
-    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+    decryptor = Cipher(AES(cek), CBC(iv)).decryptor()
     padded = bytearray(len(ciphertext) + BLOCK - 1)
     try:
         written = decryptor.update_into(ciphertext, padded)
@@ -76,7 +80,11 @@ def subject_key_identifier(public_key: RSAPublicKey) -> bytes:
     spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return hashlib.sha256(spki).digest()
+    return _sha256(spki)
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 def build_enveloped(
@@ -85,13 +93,15 @@ def build_enveloped(
     *,
     chunked: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
+    spki: bytes | None = None,
 ) -> bytes:
     """An envelope for ``recipient_public_key`` in the shape KMS sends (BER, indefinite lengths).
 
     ``chunked`` puts the ciphertext in a constructed ``[0]`` of OCTET STRING chunks (as in the
     first sdk-c vector), otherwise in a primitive ``[0]`` (as in the second). Every part that
     does not depend on the key, IV or ciphertext is encoded once, at import (the local KMS builds
-    one envelope per Recipient request).
+    one envelope per Recipient request). ``spki``: the key's DER SubjectPublicKeyInfo exactly as
+    ``public_bytes`` writes it, when the caller holds it already (spares encoding it again).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
@@ -104,7 +114,8 @@ def build_enveloped(
         ciphertext = _encrypt_cbc(cek, iv, plaintext)
     finally:
         wipe(cek)
-    recipient = _recipient_info(subject_key_identifier(recipient_public_key), encrypted_key)
+    ski = subject_key_identifier(recipient_public_key) if spki is None else _sha256(spki)
+    recipient = _recipient_info(ski, encrypted_key)
     return b"".join(
         (
             _ENVELOPE_HEAD,
@@ -121,7 +132,7 @@ def _encrypt_cbc(cek: bytearray, iv: bytes, plaintext: bytes | bytearray) -> byt
     """AES-256-CBC with PKCS#7 padding. The padding goes in as a second update, so no padded
     copy of the secret is made; the key goes in as the (wipeable) bytearray itself."""
     pad = BLOCK - len(plaintext) % BLOCK
-    encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+    encryptor = Cipher(AES(cek), CBC(iv)).encryptor()
     return (
         encryptor.update(plaintext) + encryptor.update(bytes((pad,)) * pad) + encryptor.finalize()
     )

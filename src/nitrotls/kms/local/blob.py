@@ -38,7 +38,38 @@ class Blob:
 
 
 def encode_context(context: Mapping[str, str]) -> bytes:
-    return deterministic_dumps(dict(context))
+    """The context's deterministic CBOR: exactly ``deterministic_dumps(dict(context))``.
+
+    Every Decrypt and Encrypt encodes one, so a text-to-text map (all a validated encryption
+    context can be) is encoded here directly: a map head, then each key and value as a text
+    string, in the order of the encoded keys' bytes (RFC 8949 §4.2.1). A third of the cost of the
+    general encoder; anything else takes the general one.
+    """
+    pairs = []
+    for key, value in context.items():
+        if type(key) is not str or type(value) is not str:
+            return deterministic_dumps(dict(context))
+        pairs.append((_cbor_text(key), _cbor_text(value)))
+    pairs.sort()
+    return _cbor_head(0xA0, len(pairs)) + b"".join([key + value for key, value in pairs])
+
+
+def _cbor_text(text: str) -> bytes:
+    data = text.encode()
+    return _cbor_head(0x60, len(data)) + data
+
+
+def _cbor_head(major: int, size: int) -> bytes:
+    """The shortest head for a major type (0xA0 map, 0x60 text) and a length."""
+    if size < 24:
+        return bytes((major | size,))
+    if size < 0x100:
+        return bytes((major | 24, size))
+    if size < 0x10000:
+        return bytes((major | 25,)) + size.to_bytes(2, "big")
+    if size < 0x100000000:
+        return bytes((major | 26,)) + size.to_bytes(4, "big")
+    return bytes((major | 27,)) + size.to_bytes(8, "big")
 
 
 def seal(
@@ -56,8 +87,13 @@ def parse(data: bytes) -> Blob:
     if data[len(MAGIC)] != VERSION:
         raise invalid_ciphertext(f"Unsupported ciphertext blob version {data[len(MAGIC)]}.")
     header = data[:HEADER_LEN]
-    key_id = str(uuid.UUID(bytes=header[len(MAGIC) + 1 :]))
+    key_id = _uuid_text(header[len(MAGIC) + 1 :].hex())
     return Blob(key_id, header, data[HEADER_LEN : HEADER_LEN + IV_LEN], data[HEADER_LEN + IV_LEN :])
+
+
+def _uuid_text(hex32: str) -> str:
+    """``str(uuid.UUID(hex=hex32))`` without building the UUID (every Decrypt reads one)."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
 def open_blob(aead: AESGCM, blob: Blob, context: Mapping[str, str]) -> bytearray:

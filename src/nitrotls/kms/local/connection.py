@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
-import uuid
+from random import getrandbits
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -295,8 +294,7 @@ class Connection(asyncio.Protocol):
     def _answer(self) -> None:
         head, self._head = self._head, None
         assert head is not None and self._transport is not None
-        body = bytes(self._buffer[: self._length])
-        del self._buffer[: self._length]
+        body = self._take_body()
         path, query = _split_target(head.target)
         answer = self._hub.service.handle(WireRequest(head.method, path, query, head.headers, body))
         keep_alive = head.keep_alive and not self._hub.stopping
@@ -307,16 +305,37 @@ class Connection(asyncio.Protocol):
         self._idle = not self._buffer and not self._reader.started
         self.deadline = time.monotonic() + self._hub.request_timeout
 
+    def _take_body(self) -> bytes:
+        """The body, removed from the buffer; copied once when it is all the buffer holds (the
+        usual case: a client sends one request and waits for its answer)."""
+        buffer, length = self._buffer, self._length
+        if len(buffer) == length:
+            body = bytes(buffer)
+            buffer.clear()
+            return body
+        body = bytes(buffer[:length])
+        del buffer[:length]
+        return body
+
     @staticmethod
     def _response(status: int, body: bytes, *, close: bool) -> bytes:
-        # A request id needs to be unique, not secret: no system call for fresh randomness.
-        request_id = uuid.UUID(int=random.getrandbits(128), version=4)
-        headers = {
-            "Server": "nitrotls-kms",
-            "Content-Type": CONTENT_TYPE,
-            "x-amzn-RequestId": str(request_id),
-        }
-        return http11.response(status, body, headers, close=close)
+        headers = f"{_FIXED_HEADERS}x-amzn-RequestId: {request_id()}\r\n"
+        return http11.rendered_response(status, body, headers, close=close)
+
+
+_FIXED_HEADERS = http11.header_lines({"Server": "nitrotls-kms", "Content-Type": CONTENT_TYPE})
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def request_id() -> str:
+    """A random (version 4) UUID's text, as ``str(uuid.UUID(int=bits, version=4))`` gives.
+
+    A request id needs to be unique, not secret: no system call for fresh randomness. Formatted
+    directly from the bits, a third of what building a ``uuid.UUID`` costs (every answer has one).
+    """
+    text = f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _split_target(target: str) -> tuple[str, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
@@ -28,7 +29,7 @@ _BLANK = (b"\r\n", b"\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TCHAR = "[!#$%&'*+.^_`|~0-9A-Za-z-]"
 _REQUEST_LINE = re.compile(rf"({_TCHAR}+) ([^ \r\n]+) (HTTP/1\.[01])")
-_HEADER_LINE = re.compile(rf"^({_TCHAR}+):([^\r\n]*)\r\n", re.MULTILINE)
+_NAMES = re.compile(rf"{_TCHAR}+(?::{_TCHAR}+)*")  # header names, joined with ":"
 _OWS = " \t\x0b\x0c"  # what bytes.strip() removes from a value without CR or LF
 
 
@@ -114,23 +115,27 @@ class HeadReader:
 
 def _whole_head(buffer: bytes | bytearray, start: int) -> tuple[int, RequestHead] | None:
     """The usual case, a complete well-formed CRLF head of at most MAX_LINE bytes already in
-    the buffer, read with two regular expressions. None for anything else (a bare LF, a
-    leading blank line, any line the expressions do not match), which the line-by-line reader
-    then reads exactly as it would have, or refuses with the precise error."""
+    the buffer, split at its CRLFs and colons (C string methods: a regular expression over every
+    value byte cost a third more). None for anything else (a bare CR or LF, a leading blank
+    line, a request line or header name that does not match), which the line-by-line reader then
+    reads exactly as it would have, or refuses with the precise error."""
     end = buffer.find(b"\r\n\r\n", start, start + MAX_LINE)
     if end < 0:
         return None
     text = buffer[start : end + 2].decode("latin-1")
-    line_end = text.find("\r\n")
-    request = _REQUEST_LINE.fullmatch(text, 0, line_end)
+    lines = text.split("\r\n")  # the request line, the headers, and "" after the last CRLF
+    crlfs = len(lines) - 1
+    if text.count("\n") != crlfs or text.count("\r") != crlfs or crlfs > MAX_HEADERS + 1:
+        return None
+    request = _REQUEST_LINE.fullmatch(lines[0])
     if request is None:
         return None
-    pairs = _HEADER_LINE.findall(text, line_end + 2)
-    lines = text.count("\r\n") - 1
-    if len(pairs) != lines or lines > MAX_HEADERS or text.count("\n") != lines + 1:
+    fields = [line.partition(":") for line in lines[1:-1]]
+    names = [name for name, colon, _ in fields if colon]
+    if len(names) != len(fields) or (names and not _NAMES.fullmatch(":".join(names))):
         return None
     headers: dict[str, str] = {}
-    for name, value in pairs:
+    for name, _, value in fields:
         key = name.lower()
         value = value.strip(_OWS)
         headers[key] = f"{headers[key]},{value}" if key in headers else value
@@ -209,11 +214,25 @@ def _reason(status: int) -> str:
         return "Unknown"
 
 
-def response(status: int, body: bytes, headers: dict[str, str], *, close: bool) -> bytes:
+def header_lines(headers: Mapping[str, str]) -> str:
+    """Headers as they go on the wire (each line ends CRLF): render fixed ones once, up front."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
+def response(status: int, body: bytes, headers: Mapping[str, str], *, close: bool) -> bytes:
     """One complete HTTP/1.1 response (head and body), ready for a single write."""
-    lines = [f"HTTP/1.1 {status} {_reason(status)}", _date.line()]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    lines.append(f"Content-Length: {len(body)}")
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return rendered_response(status, body, header_lines(headers), close=close)
+
+
+def rendered_response(status: int, body: bytes, headers: str, *, close: bool) -> bytes:
+    """:func:`response` with the headers already rendered by :func:`header_lines` (a server
+    sends the same few on every answer; rendering them per answer is measurable waste)."""
+    end = _CLOSE if close else "\r\n"
+    head = (
+        f"HTTP/1.1 {status} {_reason(status)}\r\n{_date.line()}\r\n{headers}"
+        f"Content-Length: {len(body)}\r\n{end}"
+    )
+    return head.encode("latin-1") + body
+
+
+_CLOSE = "Connection: close\r\n\r\n"

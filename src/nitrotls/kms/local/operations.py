@@ -7,7 +7,6 @@ Recipient, evaluate the key policy, check the key state, then do the work.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -295,7 +294,7 @@ def encrypt(service: KMSService, call: Call, body: Body) -> Body:
     _dry_run(body)
     sealed = blob.seal(service.store.cipher(record), record.key_id, context, plaintext)
     return {
-        "CiphertextBlob": base64.b64encode(sealed).decode(),
+        "CiphertextBlob": fields.encode_base64(sealed),
         "KeyId": record.arn,
         "EncryptionAlgorithm": SYMMETRIC,
     }
@@ -341,7 +340,7 @@ def generate_data_key(service: KMSService, call: Call, body: Body) -> Body:
     except BaseException:
         wipe(plaintext)
         raise
-    answer: Body = {"CiphertextBlob": base64.b64encode(sealed).decode(), "KeyId": record.arn}
+    answer: Body = {"CiphertextBlob": fields.encode_base64(sealed), "KeyId": record.arn}
     answer.update(service.deliver(plaintext, recipient))
     return answer
 

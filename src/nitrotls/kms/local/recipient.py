@@ -26,6 +26,16 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 4096
 FUTURE_SKEW = timedelta(minutes=5)
 AUDITED_PCRS = (0, 1, 2, 3, 4, 8)
+_AUDITED = frozenset(AUDITED_PCRS)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_FUTURE_SKEW_US = FUTURE_SKEW // _MICROSECOND
+
+
+# What public_bytes(DER, SubjectPublicKeyInfo) writes for an RSA key of 2048 to 4096 bits:
+# SEQUENCE (two length bytes) { AlgorithmIdentifier { rsaEncryption, NULL }, BIT STRING ...
+_RSA_SPKI_HEAD = bytes.fromhex("3082")
+_RSA_SPKI_ALGORITHM = bytes.fromhex("300d06092a864886f70d0101010500")
 
 
 @dataclass(frozen=True)
@@ -33,13 +43,14 @@ class VerifiedRecipient:
     public_key: RSAPublicKey
     pcrs: Mapping[int, bytes]
     module_id: str
+    spki: bytes | None = None  # the key's DER, when exactly what public_bytes would give
 
     def audited_pcrs(self) -> dict[int, bytes]:
         """PCRs 0-4 and 8 (those with a defined meaning), plus any other non-zero one."""
         return {
             index: value
             for index, value in self.pcrs.items()
-            if index in AUDITED_PCRS or value.lstrip(b"\x00")  # not all zero
+            if index in _AUDITED or value.count(0) != len(value)  # not all zero
         }
 
 
@@ -49,6 +60,22 @@ class RecipientChecker:
     def __init__(self, verifier: Verifier, max_age: timedelta) -> None:
         self._verifier = verifier
         self._max_age = max_age
+        self._max_age_us = max_age // _MICROSECOND
+
+    def _check_age(self, when: datetime, timestamp_ms: int) -> None:
+        """Refuse a document older than the limit or dated in the future.
+
+        In whole microseconds (exactly what ``when - document.timestamp`` compares): making
+        that timedelta and datetime cost more than the rest of this check, on every request.
+        """
+        age = (when - _EPOCH) // _MICROSECOND - timestamp_ms * 1000
+        if age > self._max_age_us:
+            raise validation(
+                f"The Recipient attestation document is {age // 1_000_000} s old; this "
+                f"server accepts documents up to {int(self._max_age.total_seconds())} s old."
+            )
+        if -age > _FUTURE_SKEW_US:
+            raise validation("The Recipient attestation document is dated in the future.")
 
     def check(self, data: bytes, now: datetime | None = None) -> VerifiedRecipient:
         when = now or datetime.now(UTC)
@@ -56,17 +83,17 @@ class RecipientChecker:
             document = self._verifier.authenticate(data, at=when)
         except AttestationError as error:
             raise validation(f"The Recipient attestation document is not valid: {error}") from None
-        age = when - document.timestamp
-        if age > self._max_age:
-            raise validation(
-                f"The Recipient attestation document is {int(age.total_seconds())} s old; this "
-                f"server accepts documents up to {int(self._max_age.total_seconds())} s old."
-            )
-        if -age > FUTURE_SKEW:
-            raise validation("The Recipient attestation document is dated in the future.")
+        self._check_age(when, document.timestamp_ms)
+        der = document.public_key
         return VerifiedRecipient(
-            _rsa_key(document.public_key), MappingProxyType(dict(document.pcrs)), document.module_id
+            _rsa_key(der), _frozen(document.pcrs), document.module_id, canonical_spki(der)
         )
+
+
+def _frozen(pcrs: Mapping[int, bytes]) -> Mapping[int, bytes]:
+    """A read-only map of the PCRs. A parsed document's already is one (the parser's proxy over
+    a dict of its own), so it is taken as it is rather than copied on every request."""
+    return pcrs if type(pcrs) is MappingProxyType else MappingProxyType(dict(pcrs))
 
 
 def _rsa_key(der: bytes | None) -> RSAPublicKey:
@@ -89,3 +116,17 @@ def _rsa_key(der: bytes | None) -> RSAPublicKey:
             "are accepted."
         )
     return key
+
+
+def canonical_spki(der: bytes | None) -> bytes | None:
+    """``der`` (an RSA public key that loaded) if re-encoding the key would give these very bytes,
+    else None.
+
+    The envelope names its recipient by the SHA-256 of the key's encoding; taking the bytes the
+    enclave sent spares encoding the key again on every request. The loader accepts only strict
+    DER, and the one choice it leaves open is whether rsaEncryption carries its NULL parameters
+    (``public_bytes`` writes them); so the bytes are taken as they are only when they do.
+    """
+    if der and der.startswith(_RSA_SPKI_HEAD) and der.startswith(_RSA_SPKI_ALGORITHM, 4):
+        return der
+    return None

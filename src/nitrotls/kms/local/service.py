@@ -8,7 +8,6 @@ documentation describes it.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -88,6 +87,9 @@ class KMSService:
         self.audit = audit
         self.recipients = recipients
         self.credentials = dict(credentials)
+        from nitrotls.kms.local.operations import OPERATIONS  # the table imports this module
+
+        self._operations = OPERATIONS  # looked up here once, not imported per request
 
     def handle(self, request: WireRequest) -> Answer:
         """Answer one request. Nothing is answered that the audit log did not record: if the
@@ -95,10 +97,11 @@ class KMSService:
         target = request.headers.get("x-amz-target", "")
         operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ""
         call = Call(operation=operation or target[:64] or "(none)")
-        claimed = _CLAIMED.search(request.headers.get("authorization", ""))
-        if claimed:
-            call.claimed = f"access key {claimed[1][:128]}"
         answer, decision, reason = self._run(call, operation, target, request)
+        if call.caller is None:  # the audit entry names the access key it claimed instead
+            claimed = _CLAIMED.search(request.headers.get("authorization", ""))
+            if claimed:
+                call.claimed = f"access key {claimed[1][:128]}"
         try:
             self._record(call, decision, reason)
         except AuditError as error:
@@ -109,11 +112,9 @@ class KMSService:
     def _run(
         self, call: Call, operation: str, target: str, request: WireRequest
     ) -> tuple[Answer, str, str]:
-        from nitrotls.kms.local.operations import OPERATIONS  # the table imports this module
-
         try:
             call.caller = authenticate(request, self.credentials)
-            handler = OPERATIONS.get(operation)
+            handler = self._operations.get(operation)
             if handler is None:
                 raise ServiceError(
                     "UnknownOperationException",
@@ -219,9 +220,9 @@ class KMSService:
         """
         try:
             if recipient is None:
-                return {member: base64.b64encode(plaintext).decode()}
-            envelope = build_enveloped(plaintext, recipient.public_key)
-            return {"CiphertextForRecipient": base64.b64encode(envelope).decode()}
+                return {member: fields.encode_base64(plaintext)}
+            envelope = build_enveloped(plaintext, recipient.public_key, spki=recipient.spki)
+            return {"CiphertextForRecipient": fields.encode_base64(envelope)}
         finally:
             wipe(plaintext)
 

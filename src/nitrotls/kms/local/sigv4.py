@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from urllib.parse import quote, unquote
 
 from nitrotls.kms.local.errors import ServiceError
@@ -41,7 +41,7 @@ class Credential:
     secret: str = field(repr=False)
     principal: str
 
-    @property
+    @cached_property
     def account(self) -> str:
         """The 12-digit account of the principal ARN (``arn:aws:iam::ACCOUNT:...``)."""
         return account_of(self.principal)
@@ -213,13 +213,16 @@ def signature(secret: str, amz_date: str, scope: tuple[str, str, str, str], cano
             hashlib.sha256(canonical.encode()).hexdigest(),
         ]
     )
-    key = _signing_key(secret, *scope)
-    return hmac.digest(key, string_to_sign.encode(), "sha256").hex()
+    mac = _signer(secret, *scope).copy()
+    mac.update(string_to_sign.encode())
+    return mac.hexdigest()
 
 
 @lru_cache(maxsize=64)
-def _signing_key(secret: str, day: str, region: str, service: str, terminator: str) -> bytes:
+def _signer(secret: str, day: str, region: str, service: str, terminator: str) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with the day's signing key, copied for each request: the key
+    derivation (four HMACs) and the keyed state are made once per credential and day."""
     key = ("AWS4" + secret).encode()
     for part in (day, region, service, terminator):
         key = hmac.digest(key, part.encode(), "sha256")
-    return key
+    return hmac.new(key, digestmod=hashlib.sha256)

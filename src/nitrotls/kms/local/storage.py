@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import IO
 
@@ -60,8 +61,9 @@ class KeyRecord:
     policy: KeyPolicy
     material: bytes = field(repr=False)  # wrapped under the master key
 
-    @property
+    @cached_property
     def arn(self) -> str:
+        """Made once per record (a Decrypt reads it three times, and memo lookups hash it)."""
         return f"arn:aws:kms:{self.region}:{self.account}:key/{self.key_id}"
 
 
