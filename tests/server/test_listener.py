@@ -7,6 +7,7 @@ import os
 import socket
 import ssl
 import stat
+import weakref
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,43 @@ def test_accepted_sockets_know_their_family_and_type() -> None:
     try:
         with socket.create_connection(("127.0.0.1", port)):
             conn, peer = listening.accept()
-            with conn:
+            try:
                 assert (conn.family, conn.type) == (socket.AF_INET, socket.SOCK_STREAM)
-                assert isinstance(conn, socket.socket) and peer[0] == "127.0.0.1"
-                assert conn.getpeername() == peer
+                assert peer[0] == "127.0.0.1" and conn.getpeername() == peer
+                assert weakref.ref(conn)() is conn  # what _ssl needs
+                wrapped = listening.wrap(conn)  # for the loop's socket methods
+                with wrapped:
+                    assert isinstance(wrapped, socket.socket) and wrapped.getpeername() == peer
+                    assert conn.fileno() == -1  # the descriptor moved, not duplicated
+            finally:
+                conn.close()
+    finally:
+        listening.close()
+
+
+def test_tcp_listener_hands_tcp_nodelay_to_its_connections() -> None:
+    listening = ListeningSocket.open(Address.parse("tcp://127.0.0.1:0"), 8)
+    port = listening.sock.getsockname()[1]
+    try:
+        assert listening.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert listening.nodelay_inherited is None  # learnt from the first connection
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port)):
+                conn, _peer = listening.accept()
+                try:
+                    actual = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+                    assert listening.check_nodelay(conn) is actual
+                    assert listening.nodelay_inherited is actual
+                finally:
+                    conn.close()
+    finally:
+        listening.close()
+
+
+def test_unix_listener_never_claims_tcp_nodelay(tmp_path: Path) -> None:
+    listening = ListeningSocket.open(Address.parse(f"unix://{tmp_path / 's.sock'}"), 8)
+    try:
+        assert listening.nodelay_inherited is False
     finally:
         listening.close()
 
@@ -167,18 +201,22 @@ def test_accepted_tcp_connections_have_nodelay(pki: PKI, loop: str) -> None:
             )
             async with running(options, holder) as server:
                 assert server.address is not None
-                reader, writer = await asyncio.open_connection(
-                    "127.0.0.1",
-                    server.address.port,
-                    ssl=pki.client_context(),
-                    server_hostname="localhost",
-                )
-                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                assert (await read_response(reader))[0] == 200
-                (conn,) = server.registry.connections
-                raw = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
-                assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-                writer.close()
+                for _ in range(2):  # the first connection teaches the listener what is inherited
+                    reader, writer = await asyncio.open_connection(
+                        "127.0.0.1",
+                        server.address.port,
+                        ssl=pki.client_context(),
+                        server_hostname="localhost",
+                    )
+                    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    assert (await read_response(reader))[0] == 200
+                    (conn,) = server.registry.connections
+                    raw = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+                    assert raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                    writer.close()
+                    async with asyncio.timeout(10):
+                        while server.registry.connections:
+                            await asyncio.sleep(0.01)
 
     if loop == "uvloop":
         pytest.importorskip("uvloop").run(scenario())

@@ -227,6 +227,82 @@ def test_error_answer_ends_without_a_reset_while_the_client_sends(
     run(scenario, loop)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_connection_close_exchange_ends_with_answer_close_notify_and_fin(
+    pki: PKI, loop: str, ssl_path: str
+) -> None:
+    """The last answer of a ``Connection: close`` exchange (``write_last``; on the direct path
+    it closes inline): the whole answer, then the server's close_notify, then its FIN; the
+    connection is forgotten everywhere and counted closed."""
+
+    async def scenario() -> None:
+        holder = ContextHolder(served_from(pki.issue()))
+        async with upstream_server() as up, running(options(up.url), holder) as s:
+            ev = asyncio.get_running_loop()
+            sock = socket.create_connection(("127.0.0.1", port_of(s)))
+            sock.setblocking(False)
+            with sock:
+                tls, incoming, outgoing = await _bio_handshake(ev, sock, pki.client_context())
+                tls.write(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                await ev.sock_sendall(sock, outgoing.read())
+                answer, notified = b"", False
+                async with asyncio.timeout(10):
+                    while True:
+                        data = await ev.sock_recv(sock, 65536)
+                        if not data:
+                            break
+                        assert not notified, "bytes after close_notify"
+                        incoming.write(data)
+                        try:
+                            while chunk := tls.read(65536):
+                                answer += chunk
+                            notified = True  # an empty read: the peer's close_notify
+                        except ssl.SSLWantReadError:
+                            pass
+                        except ssl.SSLZeroReturnError:
+                            notified = True
+                assert notified, "no close_notify before the FIN"
+                head, _, body = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head
+                assert b'"/bye"' in body
+            async with asyncio.timeout(10):
+                while s.registry.connections:
+                    await asyncio.sleep(0.01)
+            listener = s.listener
+            assert listener is not None and listener._poller is not None
+            assert not listener._poller.handlers
+            assert s.metrics.connections_active == 0 and s.metrics.handshakes == 1
+
+    run(scenario, loop)
+
+
+@pytest.mark.parametrize("nodelay", [False, True])
+def test_transport_sets_tcp_nodelay_unless_the_socket_has_it(pki: PKI, nodelay: bool) -> None:
+    """``nodelay=True`` says the accepted socket already has TCP_NODELAY (inherited from the
+    listener): the transport then leaves it alone; otherwise it sets it."""
+
+    async def scenario() -> None:
+        ev = asyncio.get_running_loop()
+        poller = Poller(ev)
+        context = served_from(pki.issue()).context
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+            with socket.create_connection(listener.getsockname()) as client:
+                conn, _ = listener.accept()
+                before = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                transport = TLSTransport(
+                    poller, conn, context, _Owner(asyncio.Protocol()), 10.0, nodelay=nodelay
+                )
+                after = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                transport.abort()
+                client.close()
+        poller.close()
+        assert not before
+        assert bool(after) is not nodelay
+
+    asyncio.run(scenario())
+
+
 class _Owner:
     """A minimal handshake owner: hands every connection to one protocol."""
 

@@ -83,6 +83,7 @@ class ProxyEngine:
 
     def __post_init__(self) -> None:
         # Read on every request: plain attributes, one lookup each.
+        self.proto_line = b"\r\nX-Forwarded-Proto: " + self.settings.forwarded_proto + b"\r\n"
         self.header_timeout = self.settings.header_timeout
         self.idle_timeout = self.settings.idle_timeout
         self.body_timeout = self.settings.body_timeout
@@ -143,10 +144,7 @@ class ProxyConnection(asyncio.Protocol):
         self._retry: bytes | None = None
         self._paused = 0
         self._closed = False
-        self._forwarded = (
-            b"X-Forwarded-For: " + peer.encode("ascii", "replace") + b"\r\n"
-            b"X-Forwarded-Proto: " + engine.settings.forwarded_proto + b"\r\n"
-        )
+        self._forwarded = b"X-Forwarded-For: " + peer.encode("ascii", "replace") + engine.proto_line
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -219,14 +219,16 @@ def _apply_native_policy(ctx: ssl.SSLContext) -> None:
 class _Native:
     """ctypes access to the libssl that Python's ``_ssl`` module is linked against."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self.has_pending = lib.SSL_has_pending
+    def __init__(self, lib: ctypes.CDLL, held: ctypes.PyDLL) -> None:
+        # The per-connection calls keep the GIL (``held``): they never block (non-blocking
+        # sockets), and releasing and taking it back cost more than the calls themselves.
+        self.has_pending = held.SSL_has_pending
         self.has_pending.restype = ctypes.c_int
         self.has_pending.argtypes = [ctypes.c_void_p]
-        self.shutdown = lib.SSL_shutdown
+        self.shutdown = held.SSL_shutdown
         self.shutdown.restype = ctypes.c_int
         self.shutdown.argtypes = [ctypes.c_void_p]
-        self.clear_errors = lib.ERR_clear_error  # libcrypto's, found through libssl
+        self.clear_errors = held.ERR_clear_error  # libcrypto's, found through libssl
         self.clear_errors.restype = None
         self.clear_errors.argtypes = []
         self._get_fd = lib.SSL_get_fd
@@ -342,7 +344,7 @@ def _load_native() -> _Native | None:
     if path is None:
         return None
     try:
-        return _Native(ctypes.CDLL(path))
+        return _Native(ctypes.CDLL(path), ctypes.PyDLL(path))
     except (OSError, AttributeError):
         return None
 
