@@ -20,8 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from nitrotls.server.identity import ContextHolder, Served, ServedIdentity
+from nitrotls.server.listener import ListenSettings
+from nitrotls.server.proxy import ProxySettings
 from nitrotls.server.runtime import ServeOptions, TLSServer
+from nitrotls.server.runtime import Upstream as UpstreamTarget
 from nitrotls.server.tls import context_from_memory
+from nitrotls.transport.address import Address
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -294,6 +298,17 @@ async def running(
         yield server
     finally:
         await server.shutdown()
+
+
+def proxy_options(upstream_url: str, **overrides: Any) -> ServeOptions:
+    """Proxy-mode options on an ephemeral 127.0.0.1 port, with a fast sweeper tick."""
+    return ServeOptions(
+        listen=Address.parse("tcp://127.0.0.1:0"),
+        upstream=UpstreamTarget.parse(upstream_url),
+        proxy=overrides.pop("proxy", ProxySettings()),
+        listener=overrides.pop("listener", ListenSettings(tick=0.05)),
+        **overrides,
+    )
 
 
 def port_of(server: TLSServer) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -12,33 +11,20 @@ import pytest
 from nitrotls.server.identity import ContextHolder
 from nitrotls.server.listener import ListenSettings
 from nitrotls.server.proxy import ProxySettings
-from nitrotls.server.runtime import ServeOptions, Upstream
-from nitrotls.transport.address import Address
 
 from .conftest import (
     PKI,
     Exchange,
     open_tls,
     port_of,
+    proxy_options,
     read_response,
     running,
     served_from,
     upstream_server,
 )
 
-LISTEN = Address.parse("tcp://127.0.0.1:0")
-
-
-def options(upstream_url: str, **overrides: Any) -> ServeOptions:
-    proxy = overrides.pop("proxy", ProxySettings())
-    listener = overrides.pop("listener", ListenSettings(tick=0.05))
-    return ServeOptions(
-        listen=LISTEN,
-        upstream=Upstream.parse(upstream_url),
-        proxy=proxy,
-        listener=listener,
-        **overrides,
-    )
+options = proxy_options  # proxy-mode ServeOptions (tests/server/conftest.py)
 
 
 def client(pki: PKI, port: int) -> httpx.AsyncClient:
@@ -152,7 +138,10 @@ def test_chunked_response_is_streamed(pki: PKI) -> None:
             await exchange.writer.drain()
 
         holder = ContextHolder(served_from(pki.issue()))
-        async with upstream_server(streaming) as up, running(options(up.url), holder) as server:
+        async with (
+            upstream_server(streaming) as up,
+            running(options(up.url), holder) as server,
+        ):
             reader, writer = await open_tls(port_of(server), pki.client_context())
             writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             received = b""
@@ -175,7 +164,10 @@ def test_close_delimited_response_rechunked_for_http11(pki: PKI) -> None:
 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
-        async with upstream_server(close_delimited) as up, running(options(up.url), holder) as s:
+        async with (
+            upstream_server(close_delimited) as up,
+            running(options(up.url), holder) as s,
+        ):
             reader, writer = await open_tls(port_of(s), pki.client_context())
             writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
             status, headers, body = await read_response(reader)
@@ -307,7 +299,10 @@ def test_stale_pooled_connection_is_retried(pki: PKI) -> None:
 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
-        async with upstream_server(reply_then_drop) as up, running(options(up.url), holder) as s:
+        async with (
+            upstream_server(reply_then_drop) as up,
+            running(options(up.url), holder) as s,
+        ):
             async with client(pki, port_of(s)) as http:
                 for _ in range(4):
                     answer = await http.get("/")
@@ -397,7 +392,10 @@ def test_connection_limit_holds_extra_clients_in_backlog(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         limits = ListenSettings(max_connections=2, tick=0.05)
-        async with upstream_server() as up, running(options(up.url, listener=limits), holder) as s:
+        async with (
+            upstream_server() as up,
+            running(options(up.url, listener=limits), holder) as s,
+        ):
             port = port_of(s)
             first = await open_tls(port, pki.client_context())
             second = await open_tls(port, pki.client_context())
@@ -489,7 +487,10 @@ def test_proxy_protocol_v2_gives_the_client_address(pki: PKI) -> None:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         limits = ListenSettings(proxy_protocol=True, proxy_header_timeout=2.0, tick=0.05)
-        async with upstream_server() as up, running(options(up.url, listener=limits), holder) as s:
+        async with (
+            upstream_server() as up,
+            running(options(up.url, listener=limits), holder) as s,
+        ):
             port = port_of(s)
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             header = ProxyHeader("PROXY", ("203.0.113.7", 40000), ("10.0.0.1", 443))

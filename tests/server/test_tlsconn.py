@@ -14,34 +14,22 @@ import pytest
 from nitrotls.server import tls as tls_module
 from nitrotls.server.identity import ContextHolder
 from nitrotls.server.listener import ListenSettings
-from nitrotls.server.proxy import ProxySettings
-from nitrotls.server.runtime import ServeOptions, Upstream
 from nitrotls.server.tls import ssl_access
 from nitrotls.server.tlsconn import Poller, TLSTransport
-from nitrotls.transport.address import Address
 
 from .conftest import (
     PKI,
     Exchange,
     open_tls,
     port_of,
+    proxy_options,
     read_response,
     running,
     served_from,
     upstream_server,
 )
 
-LISTEN = Address.parse("tcp://127.0.0.1:0")
-
-
-def options(upstream_url: str, **overrides: Any) -> ServeOptions:
-    return ServeOptions(
-        listen=LISTEN,
-        upstream=Upstream.parse(upstream_url),
-        proxy=overrides.pop("proxy", ProxySettings()),
-        listener=overrides.pop("listener", ListenSettings(tick=0.05)),
-        **overrides,
-    )
+options = proxy_options  # proxy-mode ServeOptions (tests/server/conftest.py)
 
 
 def run(scenario: Any, loop: str) -> None:
@@ -78,7 +66,10 @@ def test_silent_client_is_cut_at_the_handshake_deadline(pki: PKI, loop: str) -> 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         limits = ListenSettings(handshake_timeout=0.3, tick=0.05)
-        async with upstream_server() as up, running(options(up.url, listener=limits), holder) as s:
+        async with (
+            upstream_server() as up,
+            running(options(up.url, listener=limits), holder) as s,
+        ):
             silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port_of(s))
             reader, writer = await open_tls(port_of(s), pki.client_context())
             writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
