@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -101,6 +102,23 @@ def test_plain_http_on_the_tls_port_fails_the_handshake_only(pki: PKI, loop: str
     run(scenario, loop)
 
 
+RawTLS = tuple[
+    asyncio.AbstractEventLoop, socket.socket, ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO
+]
+
+
+@contextlib.asynccontextmanager
+async def raw_tls(pki: PKI, port: int) -> AsyncIterator[RawTLS]:
+    """A TLS client whose every byte on the wire the test controls: a non-blocking socket and
+    an ``SSLObject`` over memory BIOs, handshake done."""
+    ev = asyncio.get_running_loop()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setblocking(False)
+    with sock:
+        tls, incoming, outgoing = await _bio_handshake(ev, sock, pki.client_context())
+        yield ev, sock, tls, incoming, outgoing
+
+
 async def _bio_handshake(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, ctx: ssl.SSLContext
 ) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
@@ -127,11 +145,7 @@ def test_many_records_in_one_segment_are_all_read(pki: PKI, loop: str, ssl_path:
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         async with upstream_server() as up, running(options(up.url), holder) as s:
-            ev = asyncio.get_running_loop()
-            sock = socket.create_connection(("127.0.0.1", port_of(s)))
-            sock.setblocking(False)
-            with sock:
-                tls, incoming, outgoing = await _bio_handshake(ev, sock, pki.client_context())
+            async with raw_tls(pki, port_of(s)) as (ev, sock, tls, incoming, outgoing):
                 for path in (b"/one", b"/two", b"/three"):
                     tls.write(b"GET " + path + b" HTTP/1.1\r\nHost: h\r\n\r\n")
                 await ev.sock_sendall(sock, outgoing.read())  # three records at once
@@ -192,28 +206,27 @@ def test_error_answer_ends_without_a_reset_while_the_client_sends(
 
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
-        async with upstream_server() as up, running(options(up.url), holder) as s:
-            ev = asyncio.get_running_loop()
-            sock = socket.create_connection(("127.0.0.1", port_of(s)))
-            sock.setblocking(False)
-            with sock:
-                tls, incoming, outgoing = await _bio_handshake(ev, sock, pki.client_context())
-                tls.write(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 20000)
-                await ev.sock_sendall(sock, outgoing.read())
-                answer = b""
-                async with asyncio.timeout(10):
-                    while True:
-                        data = await ev.sock_recv(sock, 65536)
-                        if not data:
-                            break  # the server's FIN, after its close_notify
-                        incoming.write(data)
-                        with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                            answer += tls.read(65536)
-                assert answer.startswith(b"HTTP/1.1 431")
-                for _ in range(3):  # more of the request, after the server closed its side
-                    await ev.sock_sendall(sock, b"b" * 4096)
-                    await asyncio.sleep(0.05)
-                assert await ev.sock_recv(sock, 65536) == b""  # no ECONNRESET
+        async with (
+            upstream_server() as up,
+            running(options(up.url), holder) as s,
+            raw_tls(pki, port_of(s)) as (ev, sock, tls, incoming, outgoing),
+        ):
+            tls.write(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 20000)
+            await ev.sock_sendall(sock, outgoing.read())
+            answer = b""
+            async with asyncio.timeout(10):
+                while True:
+                    data = await ev.sock_recv(sock, 65536)
+                    if not data:
+                        break  # the server's FIN, after its close_notify
+                    incoming.write(data)
+                    with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                        answer += tls.read(65536)
+            assert answer.startswith(b"HTTP/1.1 431")
+            for _ in range(3):  # more of the request, after the server closed its side
+                await ev.sock_sendall(sock, b"b" * 4096)
+                await asyncio.sleep(0.05)
+            assert await ev.sock_recv(sock, 65536) == b""  # no ECONNRESET
 
     run(scenario, loop)
 
@@ -229,11 +242,7 @@ def test_connection_close_exchange_ends_with_answer_close_notify_and_fin(
     async def scenario() -> None:
         holder = ContextHolder(served_from(pki.issue()))
         async with upstream_server() as up, running(options(up.url), holder) as s:
-            ev = asyncio.get_running_loop()
-            sock = socket.create_connection(("127.0.0.1", port_of(s)))
-            sock.setblocking(False)
-            with sock:
-                tls, incoming, outgoing = await _bio_handshake(ev, sock, pki.client_context())
+            async with raw_tls(pki, port_of(s)) as (ev, sock, tls, incoming, outgoing):
                 tls.write(b"GET /bye HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
                 await ev.sock_sendall(sock, outgoing.read())
                 answer, notified = b"", False
