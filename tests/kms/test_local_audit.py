@@ -120,9 +120,12 @@ def test_chain_continues_across_reopen_and_threads(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     write_log(path, 3)
     log = AuditLog(path)
-    threads = [
-        threading.Thread(target=lambda: [log.record(event(n)) for n in range(50)]) for _ in range(8)
-    ]
+
+    def record_fifty() -> None:
+        for n in range(50):
+            log.record(event(n))
+
+    threads = [threading.Thread(target=record_fifty) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
