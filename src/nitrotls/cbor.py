@@ -19,6 +19,20 @@ def deterministic_dumps(value: Any) -> bytes:
     return bytes(cbor2.dumps(value, canonical=True))
 
 
+def head(major: int, argument: int) -> bytes:
+    """The shortest CBOR head (RFC 8949 §3) for a major type (0x00 uint, 0x40 bytes, 0x60 text,
+    0xA0 map, ...) and its argument: for encoders that assemble known shapes by hand."""
+    if argument < 24:
+        return bytes((major | argument,))
+    if argument < 0x100:
+        return bytes((major | 24, argument))
+    if argument < 0x10000:
+        return bytes((major | 25,)) + argument.to_bytes(2, "big")
+    if argument < 0x100000000:
+        return bytes((major | 26,)) + argument.to_bytes(4, "big")
+    return bytes((major | 27,)) + argument.to_bytes(8, "big")
+
+
 def _reject_floats(value: Any) -> None:
     if isinstance(value, float):
         raise TypeError("deterministic CBOR in nitrotls carries no floating-point values")

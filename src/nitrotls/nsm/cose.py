@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from nitrotls.cbor import head as cbor_head
+
 PROTECTED_ES384 = cbor2.dumps({1: -35})
 _COORDINATE = 48
 _ES384 = ec.ECDSA(hashes.SHA384())
@@ -114,7 +116,7 @@ class PayloadTemplate:
 
 def sign1(key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:
     """An untagged COSE_Sign1 over ``payload`` with ES384 and a raw r||s signature."""
-    payload_head = _head(0x40, len(payload))
+    payload_head = cbor_head(0x40, len(payload))
     der = key.sign(b"".join((_SIG_STRUCTURE_HEAD, payload_head, payload)), _ES384)
     r, s = decode_dss_signature(der)
     return b"".join(
@@ -131,21 +133,8 @@ def sign1(key: ec.EllipticCurvePrivateKey, payload: bytes) -> bytes:
 
 def _optional(value: bytes | None) -> bytes:
     """A byte string or null, as cbor2 encodes it."""
-    return b"\xf6" if value is None else _head(0x40, len(value)) + value
+    return b"\xf6" if value is None else cbor_head(0x40, len(value)) + value
 
 
 def _uint(value: int) -> bytes:
-    return _head(0x00, value)
-
-
-def _head(major: int, argument: int) -> bytes:
-    """The shortest CBOR head (RFC 8949 §3) for a major type and its argument."""
-    if argument < 24:
-        return bytes((major | argument,))
-    if argument < 0x100:
-        return bytes((major | 24, argument))
-    if argument < 0x10000:
-        return bytes((major | 25,)) + argument.to_bytes(2, "big")
-    if argument < 0x100000000:
-        return bytes((major | 26,)) + argument.to_bytes(4, "big")
-    return bytes((major | 27,)) + argument.to_bytes(8, "big")
+    return cbor_head(0x00, value)

@@ -250,15 +250,11 @@ class TLSListener:
             return
         poller, listening = self._poller, self._listening
         assert poller is not None
-        nodelay: bool | None = False
-        if listening is not None:
-            nodelay = listening.nodelay_inherited
-            if nodelay is None:
-                nodelay = listening.check_nodelay(conn)
+        nodelay = listening is not None and listening.has_nodelay(conn)
         try:
             TLSTransport(
                 poller, conn, served.context, self, self.settings.handshake_timeout,
-                (served, client), bool(nodelay),  # positional: no keyword dict per call
+                (served, client), nodelay,  # positional: no keyword dict per call
             )  # fmt: skip
         except (OSError, ssl.SSLError) as error:
             self._handshake_failed(conn, error)
@@ -414,6 +410,11 @@ class ListeningSocket:
     def wrap(self, conn: _socket.socket) -> socket.socket:
         """``conn`` as a ``socket.socket`` (what the event loop's socket methods accept)."""
         return socket.socket(self._family, self._type, self._proto, conn.detach())
+
+    def has_nodelay(self, conn: _socket.socket) -> bool:
+        """Whether ``conn`` has TCP_NODELAY already: known after the first TCP connection."""
+        inherited = self.nodelay_inherited
+        return inherited if inherited is not None else self.check_nodelay(conn)
 
     def check_nodelay(self, conn: _socket.socket) -> bool:
         """Whether ``conn`` has TCP_NODELAY from this listener; the answer, found on the first

@@ -458,25 +458,12 @@ class ProxyConnection(asyncio.Protocol):
             transport.write(answer)
             self.deadline = monotonic() + self.engine.upstream_timeout
             return
-        if not self._keep_alive or self._req != _DONE or self.engine.draining:
-            if type(transport) is TLSTransport and self._req == _DONE:
-                transport.write_last(answer)  # answer, close_notify and FIN leave together
-            else:
-                transport.write(answer)
-            self._response_done()
-            return
-        transport.write(answer)
-        # _response_done() for the usual keep-alive exchange, inline.
-        self._resp = _R_NONE
-        self._upstream = None
-        self._request = None
-        self._req = _IDLE
-        self.deadline = monotonic() + self.engine.idle_timeout
-        if self._paused:
-            self._resume(_P_PIPELINE)
-        if self._buf:
-            data, self._buf = self._buf, b""
-            self._on_head_bytes(data)
+        closing = not self._keep_alive or self._req != _DONE or self.engine.draining
+        if closing and self._req == _DONE and type(transport) is TLSTransport:
+            transport.write_last(answer)  # answer, close_notify and FIN leave together
+        else:
+            transport.write(answer)
+        self._response_done()
 
     def _client_framing(self, response: ResponseHead) -> bytes:
         """The framing line for a response without a Content-Length (sets ``_rechunk``)."""

@@ -207,14 +207,8 @@ class UpstreamConnection(asyncio.Protocol):
                 self.sink = None
                 # Back in the pool before the client's next request; bytes beyond the
                 # response mean upstream cannot be trusted on this socket again.
-                pool = self.pool
-                if (
-                    self._reusable
-                    and len(buffer) == start + length
-                    and len(pool._idle) < pool.max_idle
-                ):
-                    self.idle_since = pool.clock  # pool.give_back(self), inline
-                    pool._idle.append(self)
+                if self._reusable and len(buffer) == start + length:
+                    self.pool.give_back(self)
                 else:
                     self.close()
                 sink.on_response_head(response, buffer[start : start + length], True)

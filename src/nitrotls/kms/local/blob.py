@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from nitrotls.cbor import deterministic_dumps
+from nitrotls.cbor import head as cbor_head
 from nitrotls.kms.local.errors import invalid_ciphertext
 
 MAGIC = b"NTKM"
@@ -51,25 +52,12 @@ def encode_context(context: Mapping[str, str]) -> bytes:
             return deterministic_dumps(dict(context))
         pairs.append((_cbor_text(key), _cbor_text(value)))
     pairs.sort()
-    return _cbor_head(0xA0, len(pairs)) + b"".join([key + value for key, value in pairs])
+    return cbor_head(0xA0, len(pairs)) + b"".join([key + value for key, value in pairs])
 
 
 def _cbor_text(text: str) -> bytes:
     data = text.encode()
-    return _cbor_head(0x60, len(data)) + data
-
-
-def _cbor_head(major: int, size: int) -> bytes:
-    """The shortest head for a major type (0xA0 map, 0x60 text) and a length."""
-    if size < 24:
-        return bytes((major | size,))
-    if size < 0x100:
-        return bytes((major | 24, size))
-    if size < 0x10000:
-        return bytes((major | 25,)) + size.to_bytes(2, "big")
-    if size < 0x100000000:
-        return bytes((major | 26,)) + size.to_bytes(4, "big")
-    return bytes((major | 27,)) + size.to_bytes(8, "big")
+    return cbor_head(0x60, len(data)) + data
 
 
 def seal(
