@@ -263,26 +263,6 @@ class ProxyConnection(asyncio.Protocol):
             self._local(request, rest)
             return
         self._resp = _R_WAIT
-        if request.framing == NONE and request.upgrade is None and not request.expect_continue:
-            # The usual request: its head, inline (this runs once per proxied request).
-            host = request.host if request.host is not None else engine.upstream_host
-            head = b"".join(
-                (request.method, b" ", request.target, b" HTTP/1.1\r\nHost: ", host,
-                 request.fields, b"\r\n", self._forwarded, b"X-Forwarded-Host: ", host,
-                 b"\r\n\r\n")
-            )  # fmt: skip
-            self._req = _DONE
-            self.deadline = monotonic() + engine.upstream_timeout
-            self._buf = rest
-            upstream = engine.pool.send(self, request.method, head)
-            if upstream is not None:
-                self._upstream = upstream
-                self._retry = head  # replayable on a fresh connection if a rested one is dead
-            else:
-                self._pending = [head]
-                self._pending_size = len(head)
-                engine.spawn(self._connect())
-            return
         head = self._upstream_head(request)
         if request.framing == NONE:
             self._req = _DONE
