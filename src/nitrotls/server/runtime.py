@@ -7,7 +7,6 @@ it serves whatever the :class:`ContextHolder` holds, so loading and reloading st
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,7 +24,7 @@ from nitrotls.server.listener import (
     TLSListener,
 )
 from nitrotls.server.metrics import Metrics
-from nitrotls.server.proxy import ProxyConnection, ProxyEngine, ProxySettings
+from nitrotls.server.proxy import ProxyEngine, ProxySettings
 from nitrotls.server.upstream import UpstreamPool
 from nitrotls.transport.address import Address, format_host_port, parse_host_port
 
@@ -190,8 +189,7 @@ class TLSServer:
             registry=self.registry,
         )
         self._engine = engine
-        # engine.factory without its Python frame (one call less per connection).
-        return functools.partial(ProxyConnection, engine)
+        return engine.factory
 
     async def wait(self) -> None:
         """Return when a one-shot server has served its session (else never)."""
