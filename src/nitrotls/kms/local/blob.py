@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nitrotls.cbor import deterministic_dumps
 from nitrotls.cbor import head as cbor_head
 from nitrotls.kms.local.errors import invalid_ciphertext
+from nitrotls.kms.local.fields import uuid_text
 
 MAGIC = b"NTKM"
 VERSION = 1
@@ -75,13 +76,8 @@ def parse(data: bytes) -> Blob:
     if data[len(MAGIC)] != VERSION:
         raise invalid_ciphertext(f"Unsupported ciphertext blob version {data[len(MAGIC)]}.")
     header = data[:HEADER_LEN]
-    key_id = _uuid_text(header[len(MAGIC) + 1 :].hex())
+    key_id = uuid_text(header[len(MAGIC) + 1 :].hex())
     return Blob(key_id, header, data[HEADER_LEN : HEADER_LEN + IV_LEN], data[HEADER_LEN + IV_LEN :])
-
-
-def _uuid_text(hex32: str) -> str:
-    """``str(uuid.UUID(hex=hex32))`` without building the UUID (every Decrypt reads one)."""
-    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
 
 
 def open_blob(aead: AESGCM, blob: Blob, context: Mapping[str, str]) -> bytearray:

@@ -30,6 +30,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from nitrotls.kms.local import http11
+from nitrotls.kms.local.fields import uuid_text
 from nitrotls.kms.local.service import KMSService
 from nitrotls.kms.local.sigv4 import WireRequest
 
@@ -334,8 +335,7 @@ def request_id() -> str:
     A request id needs to be unique, not secret: no system call for fresh randomness. Formatted
     directly from the bits, a third of what building a ``uuid.UUID`` costs (every answer has one).
     """
-    text = f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return uuid_text(f"{getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}")
 
 
 def _split_target(target: str) -> tuple[str, str]:

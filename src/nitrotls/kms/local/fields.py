@@ -80,6 +80,12 @@ def encode_base64(data: bytes | bytearray) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
+def uuid_text(hex32: str) -> str:
+    """``str(uuid.UUID(hex=hex32))`` for 32 lower-case hex digits, without building the UUID
+    (key ids and request ids are formatted on every call)."""
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
 def required_blob(body: Mapping[str, Any], name: str, *, max_len: int = 6144) -> bytes:
     return blob(body, name, required=True, max_len=max_len) or b""
 
