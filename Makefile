@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TEST_DEBS := pebble curl openssl
 BENCH_DEBS := nginx nghttp2-client wrk certbot
 
-.PHONY: demo test lint typecheck pytest test-deps bench bench-deps clean
+.PHONY: demo test lint typecheck pytest test-deps bench bench-deps compat clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,5 +39,16 @@ bench-deps:
 bench: $(STAMP) bench-deps
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
+# The server's direct libssl path on other CPython releases (_CHECKED_RELEASES in
+# src/nitrotls/server/tls.py): its tests in one virtual environment per interpreter.
+PYTHONS ?= python3.12 python3.13
+compat:
+	for py in $(PYTHONS); do \
+	  venv=.venv-$$py; \
+	  test -x $$venv/bin/python || $$py -m venv $$venv || exit 1; \
+	  $$venv/bin/python -m pip install -q -e '.[test]' || exit 1; \
+	  $$venv/bin/pytest -q tests/server/test_tls.py tests/server/test_tlsconn.py || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) .venv-python3.* .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

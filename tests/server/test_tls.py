@@ -233,9 +233,15 @@ def live_buffers() -> Iterator[bytes | bytearray | str]:
 
     bytes, bytearray and str are not tracked by the GC themselves, so they are found as the
     referents of the containers (module dicts, instances, lists, cells...) that hold them.
+    The ``_asyncio`` module itself is passed over: before CPython 3.12.5 its referents include
+    freed future iterators from its free list, and touching them aborts the interpreter
+    later (gh-122695); its dict, which holds what it holds, is still scanned.
     """
     seen: set[int] = set()
+    asyncio_module = sys.modules.get("_asyncio")
     for holder in gc.get_objects():
+        if holder is asyncio_module:
+            continue
         for ref in gc.get_referents(holder):
             if isinstance(ref, bytes | bytearray | str) and id(ref) not in seen:
                 seen.add(id(ref))
@@ -289,3 +295,33 @@ def test_key_scan_finds_a_leak(pki: PKI) -> None:
         assert find_key(secret, []) != []
     finally:
         del tls._test_leak  # type: ignore[attr-defined]
+
+
+def test_probe_gives_libssl_nothing_unless_the_context_sits_beside_the_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A guessed ``SSL*`` reaches libssl only after the next word proved to be the context's
+    address: an object of another layout is refused by that read alone."""
+    native = tls._load_native()
+    if native is None or not tls._layout_known():
+        pytest.skip("the direct path is not tried on this interpreter")
+    handed: list[int] = []
+    monkeypatch.setattr(native, "_get_fd", lambda pointer: handed.append(pointer) or -1)
+    monkeypatch.setattr(tls, "_wrap_probe", lambda ctx, sock: bytearray(b"x" * 64))
+    assert native.ssl_offset() is None
+    assert native.ctx_pointer(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)) is None
+    assert handed == []
+
+
+def test_context_pointer_is_the_one_libssl_uses() -> None:
+    """Options changed through Python are what libssl reads through the pointer found."""
+    native = tls._load_native()
+    if native is None or not tls._layout_known():
+        pytest.skip("the direct path is not tried on this interpreter")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    pointer = native.ctx_pointer(ctx)
+    assert pointer is not None
+    for flip in (ssl.OP_ENABLE_MIDDLEBOX_COMPAT, ssl.OP_NO_TICKET):
+        ctx.options ^= flip
+        assert int(native._options(pointer)) == int(ctx.options)
+    assert native.ctx_pointer(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)) != pointer

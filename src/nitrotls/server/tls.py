@@ -240,60 +240,100 @@ class _Native:
         self._options = lib.SSL_CTX_get_options
         self._options.restype = ctypes.c_uint64
         self._options.argtypes = [ctypes.c_void_p]
+        self._get_ctx = lib.SSL_get_SSL_CTX
+        self._get_ctx.restype = ctypes.c_void_p
+        self._get_ctx.argtypes = [ctypes.c_void_p]
+        self._offset: int | None = None
+        self._offset_known = False
 
     def ctrl(self, pointer: int, cmd: int, larg: int, parg: bytes | None) -> int:
         return int(self._ctrl(pointer, cmd, larg, parg))
 
     def ctx_pointer(self, ctx: ssl.SSLContext) -> int | None:
-        """The ``SSL_CTX*`` inside ``ctx`` (CPython keeps it first after the object header).
-
-        The guess is confirmed by reading the options through libssl and comparing them with
-        what Python reports, twice with different values, before anything is written.
-        """
-        if not _layout_known():
+        """The ``SSL_CTX*`` inside ``ctx``, as libssl itself reports it (``SSL_get_SSL_CTX``) for
+        a throwaway connection made from ``ctx`` whose ``SSL*`` is confirmed (see
+        :meth:`ssl_offset`); ``None`` unless it also is the word CPython keeps first after the
+        context's object header and its options are the ones Python reports."""
+        offset = self.ssl_offset()
+        if offset is None:
             return None
-        pointer = ctypes.c_void_p.from_address(id(ctx) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+        a, b = socket.socketpair()
+        with a, b:
+            probe = _wrap_probe(ctx, a)
+            ssl_pointer = _word(id(probe) + offset) if probe is not None else None
+            if not ssl_pointer or _word(id(probe) + offset + _WORD) != id(ctx):
+                return None
+            pointer = self._get_ctx(ssl_pointer)
+            del probe
         if not pointer:
             return None
-        first = int(ctx.options)
-        if int(self._options(pointer)) != first:
+        if type(ctx).__basicsize__ < 3 * _WORD or pointer != _word(id(ctx) + 2 * _WORD):
             return None
-        ctx.options = ssl.Options(first ^ ssl.OP_ENABLE_MIDDLEBOX_COMPAT)
-        matches = int(self._options(pointer)) == int(ctx.options) != first
-        ctx.options = ssl.Options(first)
-        return pointer if matches else None
+        return int(pointer) if int(self._options(pointer)) == int(ctx.options) else None
 
     def ssl_offset(self) -> int | None:
-        """Where ``_ssl``'s socket objects keep their ``SSL*`` (after the object header and a
-        weak reference), confirmed on two throwaway objects by ``SSL_get_fd``; else ``None``."""
+        """Where ``_ssl``'s socket objects keep their ``SSL*``, or ``None``; found once.
+
+        The layout assumed (CPython 3.11 to 3.13): object header, a weak reference to the
+        socket, the ``SSL*``, the context object. Confirmed on two throwaway objects in two
+        steps: the word after the guess must be the address of the context the object was made
+        with (a read inside the object, nothing followed), and only then does libssl see the
+        guess: ``SSL_get_fd`` on it must name the probe's socket.
+        """
+        if not self._offset_known:
+            self._offset = self._find_ssl_offset()
+            self._offset_known = True
+        return self._offset
+
+    def _find_ssl_offset(self) -> int | None:
         if not _layout_known():
             return None
-        offset = 3 * ctypes.sizeof(ctypes.c_void_p)
+        offset = 3 * _WORD
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        wrap = getattr(ctx, "_wrap_socket", None)
-        if wrap is None:
-            return None
         for _ in range(2):
             a, b = socket.socketpair()
             with a, b:
-                try:
-                    probe = wrap(a, True, None, owner=None, session=None)
-                except TypeError:
+                probe = _wrap_probe(ctx, a)
+                if probe is None or type(probe).__basicsize__ < offset + 2 * _WORD:
                     return None
-                pointer = ctypes.c_void_p.from_address(id(probe) + offset).value
+                if _word(id(probe) + offset + _WORD) != id(ctx):
+                    return None
+                pointer = _word(id(probe) + offset)
                 if not pointer or int(self._get_fd(pointer)) != a.fileno():
                     return None
                 del probe
         return offset
 
 
-# CPython releases on which the layout the probes above assume (PySSLContext: header, SSL_CTX*;
-# PySSLSocket: header, weakref, SSL*) was checked by running tests/server/test_tlsconn.py. A
-# probe reads a pointer and hands it to libssl before it can confirm it, so on any other
+_WORD = ctypes.sizeof(ctypes.c_void_p)
+
+
+def _word(address: int) -> int | None:
+    """The pointer-sized word at ``address`` (only ever inside a live object we hold)."""
+    return ctypes.c_void_p.from_address(address).value
+
+
+def _wrap_probe(ctx: ssl.SSLContext, sock: socket.socket) -> Any:
+    """A server-side ``_ssl`` socket object over ``sock`` (``None`` if ``_ssl`` changed)."""
+    wrap = getattr(ctx, "_wrap_socket", None)
+    if wrap is None:
+        return None
+    try:
+        return wrap(sock, True, None, owner=None, session=None)
+    except TypeError:
+        return None
+
+
+# CPython releases on which the layout the probes above assume (PySSLSocket: header, weakref,
+# SSL*, context; PySSLContext: header, SSL_CTX*) was checked by running tests/server/test_tls.py
+# and tests/server/test_tlsconn.py on them (3.11.7, 3.12.1, 3.13.0). The probe hands a guessed
+# pointer to libssl only after the word beside it proved to be the context's address, but a
+# future layout could still put that address beside some other field, so on any other
 # interpreter (a release not listed, a free-threaded or trace-refs build, whose object header is
 # larger) the direct path is not tried at all and the portable one serves instead. To add a
-# release: compare those two structs in its Modules/_ssl.c, then run that test file on it.
-_CHECKED_RELEASES = ((3, 11),)
+# release: compare PySSLSocket in its Modules/_ssl.c, then run those two test files on it
+# (`make compat PYTHONS=python3.N`).
+_CHECKED_RELEASES = ((3, 11), (3, 12), (3, 13))
 
 
 def _layout_known() -> bool:
