@@ -355,18 +355,25 @@ def run(targets: list[Target], args: argparse.Namespace, directory: Path) -> Non
 def report(results: Results, rounds: int) -> None:
     """Medians, their ratio, and the median of the per-round ratios ("paired"): both servers
     run in every round, back to back, so a paired ratio cancels load that drifts between
-    rounds (other work on the machine) better than a ratio of medians does."""
+    rounds (other work on the machine) better than a ratio of medians does. The lowest and
+    highest per-round ratio show how far one round can stray: a goal met by the median alone
+    has no margin."""
     print(f"\nnitrotls serve --upstream vs nginx (TLS reverse proxy), medians of {rounds} rounds")
-    print(f"{'TLS':<5}{'metric':<32}{'nginx':>10}{'nitrotls':>10}{'ratio':>8}{'paired':>8}")
+    print(
+        f"{'TLS':<5}{'metric':<32}{'nginx':>10}{'nitrotls':>10}{'ratio':>8}{'paired':>8}"
+        f"{'rounds':>12}"
+    )
     metrics = sorted(
         {(tls, metric) for tls, metric, _ in results}, key=lambda m: (-float(m[0]), m[1])
     )
     for tls, metric in metrics:
         nginx = results[(tls, metric, "nginx")]
         nitro = results[(tls, metric, "nitrotls")]
-        paired = statistics.median(a / b for a, b in zip(nitro, nginx, strict=True))
+        ratios = [a / b for a, b in zip(nitro, nginx, strict=True)]
+        paired = statistics.median(ratios)
         n, m = statistics.median(nginx), statistics.median(nitro)
-        print(f"{tls:<5}{metric:<32}{n:>10.0f}{m:>10.0f}{m / n:>8.2f}{paired:>8.2f}")
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+        print(f"{tls:<5}{metric:<32}{n:>10.0f}{m:>10.0f}{m / n:>8.2f}{paired:>8.2f}{spread:>12}")
     print("\ngoals: new conns / server CPU s >= 0.90 x nginx; keep-alive req / s >= 0.80 x nginx")
 
 
