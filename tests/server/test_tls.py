@@ -163,17 +163,9 @@ def test_key_exchange_groups_restricted(pki: PKI) -> None:
     """X25519, P-256, P-384 only (sslyze checks the same against Mozilla's list)."""
     if tls._native() is None:
         pytest.skip("libssl not reachable from ctypes on this platform")
-    openssl = require_tool("openssl")
     served = served_from(pki.issue())
     for groups, ok in (("X448:P-521", False), ("P-384", True), ("X25519", True)):
-        with tls_server(served.context, handshakes=1) as port:
-            result = subprocess.run(
-                [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-groups", groups, "-brief"],
-                input=b"",
-                capture_output=True,
-                timeout=10,
-            )
-        assert (result.returncode == 0) is ok, (groups, result.stderr)
+        assert handshake_succeeds(served.context, groups) is ok, groups
 
 
 def test_key_must_match_leaf(pki: PKI) -> None:
@@ -325,3 +317,30 @@ def test_context_pointer_is_the_one_libssl_uses() -> None:
         ctx.options ^= flip
         assert int(native._options(pointer)) == int(ctx.options)
     assert native.ctx_pointer(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)) != pointer
+
+
+def test_without_libssl_access_the_policy_narrows_and_says_so(
+    pki: PKI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the groups cannot be set through libssl, P-256 alone is offered and a warning
+    names what is lost."""
+    monkeypatch.setattr(tls, "_native_cache", [None])
+    monkeypatch.setattr(tls, "_access_cache", [])  # nothing learnt here outlives the test
+    with caplog.at_level("WARNING", logger="nitrotls.server.tls"):
+        served = served_from(pki.issue())
+    assert "P-256 only" in caplog.text and "resumption on" in caplog.text
+    assert handshake_succeeds(served.context, "P-256")
+    assert not handshake_succeeds(served.context, "X25519")
+
+
+def handshake_succeeds(context: ssl.SSLContext, groups: str) -> bool:
+    """Whether ``openssl s_client`` offering only ``groups`` completes a handshake."""
+    openssl = require_tool("openssl")
+    with tls_server(context, handshakes=1) as port:
+        result = subprocess.run(
+            [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-groups", groups, "-brief"],
+            input=b"",
+            capture_output=True,
+            timeout=10,
+        )
+    return result.returncode == 0

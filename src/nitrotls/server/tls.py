@@ -260,8 +260,8 @@ class _Native:
         a, b = socket.socketpair()
         with a, b:
             probe = _wrap_probe(ctx, a)
-            ssl_pointer = _word(id(probe) + offset) if probe is not None else None
-            if not ssl_pointer or _word(id(probe) + offset + _WORD) != id(ctx):
+            ssl_pointer = _guessed_ssl_pointer(probe, ctx, offset)
+            if not ssl_pointer:
                 return None
             pointer = self._get_ctx(ssl_pointer)
             del probe
@@ -294,11 +294,7 @@ class _Native:
             a, b = socket.socketpair()
             with a, b:
                 probe = _wrap_probe(ctx, a)
-                if probe is None or type(probe).__basicsize__ < offset + 2 * _WORD:
-                    return None
-                if _word(id(probe) + offset + _WORD) != id(ctx):
-                    return None
-                pointer = _word(id(probe) + offset)
+                pointer = _guessed_ssl_pointer(probe, ctx, offset)
                 if not pointer or int(self._get_fd(pointer)) != a.fileno():
                     return None
                 del probe
@@ -311,6 +307,16 @@ _WORD = ctypes.sizeof(ctypes.c_void_p)
 def _word(address: int) -> int | None:
     """The pointer-sized word at ``address`` (only ever inside a live object we hold)."""
     return ctypes.c_void_p.from_address(address).value
+
+
+def _guessed_ssl_pointer(probe: Any, ctx: ssl.SSLContext, offset: int) -> int | None:
+    """The word at ``offset`` in ``probe`` if the word after it is ``ctx``'s address (both
+    read inside the object, nothing followed); else ``None``."""
+    if probe is None or type(probe).__basicsize__ < offset + 2 * _WORD:
+        return None
+    if _word(id(probe) + offset + _WORD) != id(ctx):
+        return None
+    return _word(id(probe) + offset)
 
 
 def _wrap_probe(ctx: ssl.SSLContext, sock: socket.socket) -> Any:
