@@ -41,13 +41,17 @@ bench: $(STAMP) bench-deps
 
 # The server's direct libssl path on other CPython releases (_CHECKED_RELEASES in
 # src/nitrotls/server/tls.py): its tests in one virtual environment per interpreter.
+# PYTHONS takes commands or paths, e.g. PYTHONS="$$HOME/.pyenv/versions/3.12.1/bin/python3".
 PYTHONS ?= python3.12 python3.13
 compat:
 	for py in $(PYTHONS); do \
-	  venv=.venv-$$py; \
+	  version=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 1; \
+	  venv=.venv-python$$version; \
 	  test -x $$venv/bin/python || $$py -m venv $$venv || exit 1; \
+	  $$venv/bin/python -m pip install -q --upgrade pip || exit 1; \
 	  $$venv/bin/python -m pip install -q -e '.[test]' || exit 1; \
-	  $$venv/bin/pytest -q tests/server/test_tls.py tests/server/test_tlsconn.py || exit 1; \
+	  $$venv/bin/pytest -q -p no:cacheprovider tests/server/test_tls.py \
+	    tests/server/test_tlsconn.py || exit 1; \
 	done
 
 clean:
