@@ -344,3 +344,22 @@ def handshake_succeeds(context: ssl.SSLContext, groups: str) -> bool:
             timeout=10,
         )
     return result.returncode == 0
+
+
+def test_an_unchecked_release_is_named_in_the_fallback_warning(
+    pki: PKI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a CPython release whose layout was not checked, no probe runs and the warning says
+    which release this is and what to do."""
+    native = tls._load_native()
+    if native is None:
+        pytest.skip("libssl not reachable from ctypes on this platform")
+    monkeypatch.setattr(tls, "_native_cache", [native])
+    monkeypatch.setattr(tls, "_access_cache", [])
+    monkeypatch.setattr(tls, "_CHECKED_RELEASES", ((2, 7),))
+    monkeypatch.setattr(native, "_get_fd", lambda pointer: pytest.fail("probed"))
+    with caplog.at_level("WARNING", logger="nitrotls.server.tls"):
+        served_from(pki.issue())
+    running = ".".join(map(str, sys.version_info[:3]))
+    assert f"{running} is not a checked release (CPython 2.7" in caplog.text
+    assert "docs/server.md" in caplog.text

@@ -201,8 +201,9 @@ def _apply_native_policy(ctx: ssl.SSLContext) -> None:
     pointer = native.ctx_pointer(ctx) if native else None
     if native is None or pointer is None:
         log.warning(
-            "cannot reach libssl directly; restricting key exchange to P-256 only and leaving "
-            "TLS 1.2 session-ID resumption on"
+            "cannot reach libssl directly (%s); restricting key exchange to P-256 only and "
+            "leaving TLS 1.2 session-ID resumption on",
+            _why_no_direct_path(native),
         )
         ctx.set_ecdh_curve("prime256v1")
         return
@@ -214,6 +215,20 @@ def _apply_native_policy(ctx: ssl.SSLContext) -> None:
         # handshake costs half the reads. Only when the transport can ask OpenSSL whether it
         # holds unread input (readiness from the kernel no longer says so).
         native.ctrl(pointer, _SSL_CTRL_SET_READ_AHEAD, 1, None)
+
+
+def _why_no_direct_path(native: _Native | None) -> str:
+    """What a person can do about the fallback, in one clause."""
+    if native is None:
+        return "the libssl that _ssl uses is not visible in /proc/self/maps"
+    if not _layout_known():
+        checked = ", ".join(f"{major}.{minor}" for major, minor in _CHECKED_RELEASES)
+        running = ".".join(map(str, sys.version_info[:3]))
+        return (
+            f"{sys.implementation.name} {running} is not a checked release (CPython {checked}, "
+            "not free-threaded): serve with one, or check this one as docs/server.md describes"
+        )
+    return "this interpreter's _ssl objects did not pass the layout probe"
 
 
 class _Native:
