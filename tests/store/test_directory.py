@@ -18,36 +18,27 @@ from nitrotls.store import (
     DirectoryStore,
     Latest,
     LeaseHeldError,
-    StoreConflictError,
     StoreCorruptError,
     StoreTooLargeError,
     StoreUnavailableError,
 )
 from nitrotls.store import files as store_files
 from nitrotls.store.base import MAX_BUNDLE_BYTES
+from store.store_children import (
+    crash_at,
+    hold_lease_and_die,
+    race,
+    take_lease_turns,
+    write_forever,
+)
 
-FORK = multiprocessing.get_context("fork")
-
-
-def _crash_at(root: Path, final_name: str, call: str) -> None:
-    """Child: die (no cleanup, no finally) the moment ``final_name`` would be renamed in."""
-    original = store_files.publish
-
-    def publish(temp: Path, final: Path, *, exclusive: bool) -> None:
-        if final.name == final_name:
-            os._exit(17)
-        original(temp, final, exclusive=exclusive)
-
-    store_files.publish = publish
-    store = DirectoryStore(root)
-    if call == "put":
-        store.put("web", "id-2", b"new" * 1000, expected_previous="id-1")
-    elif call == "object":
-        store.put_object("acct", b"new account")
+# Children are fresh interpreters (spawned): forking this multi-threaded test process could copy a
+# lock another thread holds. Their code is in store.store_children, which they can import.
+CHILDREN = multiprocessing.get_context("spawn")
 
 
 def _run_child(target: Any, *args: Any) -> int:
-    process = FORK.Process(target=target, args=args)
+    process = CHILDREN.Process(target=target, args=args)
     process.start()
     process.join(timeout=60)
     assert process.exitcode is not None
@@ -61,7 +52,7 @@ def test_crash_between_write_and_rename_keeps_the_old_latest(
     root = tmp_path / "store"
     store = DirectoryStore(root)
     store.put("web", "id-1", b"old" * 1000, expected_previous=None)
-    assert _run_child(_crash_at, root, crash_point, "put") == 17
+    assert _run_child(crash_at, root, crash_point, "put") == 17
     assert store.latest("web") == Latest("id-1", b"old" * 1000)
     leftovers = [p for p in (root / "bundles" / "web").rglob("*") if p.name.startswith(".tmp-")]
     assert leftovers, "the crashed writer should have left its temporary file behind"
@@ -78,25 +69,8 @@ def test_crash_while_replacing_an_object_keeps_the_old_one(tmp_path: Path) -> No
     root = tmp_path / "store"
     store = DirectoryStore(root)
     store.put_object("acct", b"old account")
-    assert _run_child(_crash_at, root, "acct", "object") == 17
+    assert _run_child(crash_at, root, "acct", "object") == 17
     assert store.get_object("acct") == b"old account"
-
-
-def _sealed(payload: bytes) -> bytes:
-    return hashlib.sha256(payload).digest() + payload
-
-
-def _writer_forever(root: Path) -> None:
-    store = DirectoryStore(root)
-    rng = random.Random(os.getpid())
-    previous = store.latest("web")
-    expected = previous.id if previous else None
-    counter = 0
-    while True:
-        counter += 1
-        bundle_id = f"p{os.getpid()}-{counter}"
-        store.put("web", bundle_id, _sealed(rng.randbytes(256 * 1024)), expected_previous=expected)
-        expected = bundle_id
 
 
 @pytest.mark.slow
@@ -105,7 +79,7 @@ def test_sigkill_at_random_moments_never_exposes_half_a_bundle(tmp_path: Path) -
     store = DirectoryStore(root)
     rng = random.Random(1234)
     for _ in range(6):
-        process = FORK.Process(target=_writer_forever, args=(root,))
+        process = CHILDREN.Process(target=write_forever, args=(root,))
         process.start()
         deadline = time.monotonic() + 30
         while store.latest("web") is None and time.monotonic() < deadline:
@@ -123,28 +97,13 @@ def test_sigkill_at_random_moments_never_exposes_half_a_bundle(tmp_path: Path) -
             assert hashlib.sha256(data[32:]).digest() == data[:32], bundle_id
 
 
-def _race_worker(root: str, index: int, rounds: int, barrier: Any, queue: Any) -> None:
-    store = DirectoryStore(root)
-    for round_no in range(rounds):
-        latest = store.latest("race")
-        expected = latest.id if latest else None
-        barrier.wait(timeout=60)
-        bundle_id = f"r{round_no}-p{index}"
-        try:
-            store.put("race", bundle_id, bundle_id.encode(), expected_previous=expected)
-            queue.put((round_no, bundle_id))
-        except StoreConflictError:
-            pass
-        barrier.wait(timeout=60)
-
-
 @pytest.mark.slow
 def test_processes_racing_exactly_one_wins_each_round(tmp_path: Path) -> None:
     workers, rounds = 3, 6
-    barrier = FORK.Barrier(workers)
-    queue = FORK.Queue()
+    barrier = CHILDREN.Barrier(workers)
+    queue = CHILDREN.Queue()
     processes = [
-        FORK.Process(target=_race_worker, args=(str(tmp_path), i, rounds, barrier, queue))
+        CHILDREN.Process(target=race, args=(str(tmp_path), i, rounds, barrier, queue))
         for i in range(workers)
     ]
     for process in processes:
@@ -162,27 +121,11 @@ def test_processes_racing_exactly_one_wins_each_round(tmp_path: Path) -> None:
     assert latest is not None and latest.id == wins[rounds - 1][0]
 
 
-def _lease_worker(root: str, index: int, log_path: str, attempts: int) -> None:
-    store = DirectoryStore(root)
-    for _ in range(attempts):
-        try:
-            lease = store.acquire_lease("hot", f"proc-{index}", 60)
-        except LeaseHeldError:
-            time.sleep(0.001)
-            continue
-        with open(log_path, "a") as log:
-            log.write(f"in {index}\n")
-        time.sleep(0.003)
-        with open(log_path, "a") as log:
-            log.write(f"out {index}\n")
-        store.release_lease(lease)
-
-
 @pytest.mark.slow
 def test_processes_never_hold_a_lease_together(tmp_path: Path) -> None:
     log_path = tmp_path / "log"
     processes = [
-        FORK.Process(target=_lease_worker, args=(str(tmp_path / "s"), i, str(log_path), 40))
+        CHILDREN.Process(target=take_lease_turns, args=(str(tmp_path / "s"), i, str(log_path), 40))
         for i in range(3)
     ]
     for process in processes:
@@ -199,12 +142,7 @@ def test_processes_never_hold_a_lease_together(tmp_path: Path) -> None:
 def test_a_crashed_holders_lease_expires(tmp_path: Path) -> None:
     """A holder that dies without releasing blocks others only until the ttl runs out."""
     root = tmp_path / "store"
-
-    def hold_and_die() -> None:
-        DirectoryStore(root).acquire_lease("web", "doomed", 0.3)
-        os._exit(0)
-
-    assert _run_child(hold_and_die) == 0
+    assert _run_child(hold_lease_and_die, root) == 0
     store = DirectoryStore(root)
     with pytest.raises(LeaseHeldError, match="doomed"):
         store.acquire_lease("web", "next", 10)
