@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nitrotls.store import DirectoryStore, LeaseHeldError, StoreConflictError
+from nitrotls.store import DirectoryStore, LeaseHeldError
 from nitrotls.store import files as store_files
+from store.store_support import race_once
 
 
 def crash_at(root: Path, final_name: str, call: str) -> None:
@@ -55,15 +56,9 @@ def write_forever(root: Path) -> None:
 def race(root: str, index: int, rounds: int, barrier: Any, queue: Any) -> None:
     store = DirectoryStore(root)
     for round_no in range(rounds):
-        latest = store.latest("race")
-        expected = latest.id if latest else None
-        barrier.wait(timeout=60)
         bundle_id = f"r{round_no}-p{index}"
-        try:
-            store.put("race", bundle_id, bundle_id.encode(), expected_previous=expected)
+        if race_once(store, bundle_id, lambda: barrier.wait(timeout=60)):
             queue.put((round_no, bundle_id))
-        except StoreConflictError:
-            pass
         barrier.wait(timeout=60)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,19 @@ class FakeClock:
         return self.now
 
 
+def race_once(store: BundleStore, bundle_id: str, wait: Callable[[], object]) -> bool:
+    """One round of a race on ``race``: read the latest id, ``wait`` for the other racers,
+    then publish expecting that id. Whether this put won."""
+    latest = store.latest("race")
+    expected = latest.id if latest else None
+    wait()
+    try:
+        store.put("race", bundle_id, bundle_id.encode(), expected_previous=expected)
+    except StoreConflictError:
+        return False
+    return True
+
+
 def one_winner_per_round(store: BundleStore, *, workers: int, rounds: int) -> list[list[str]]:
     """Each round, every worker reads the same latest, then all try to publish at once.
 
@@ -45,15 +59,8 @@ def one_winner_per_round(store: BundleStore, *, workers: int, rounds: int) -> li
     def worker(index: int) -> None:
         try:
             for round_no in range(rounds):
-                latest = store.latest("race")
-                expected = latest.id if latest else None
-                start.wait(timeout=30)
                 bundle_id = f"r{round_no}-w{index}"
-                try:
-                    store.put("race", bundle_id, bundle_id.encode(), expected_previous=expected)
-                except StoreConflictError:
-                    pass
-                else:
+                if race_once(store, bundle_id, lambda: start.wait(timeout=30)):
                     with lock:
                         results[round_no].append(bundle_id)
                 done.wait(timeout=30)
