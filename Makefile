@@ -9,10 +9,14 @@ BENCH_DEBS := nginx nghttp2-client wrk certbot
 
 .PHONY: demo test lint typecheck pytest test-deps bench bench-deps compat clean
 
+# Virtual environment $(1), made with interpreter $(2) if missing, holding nitrotls and its test
+# needs (one shell line, so that compat can run it inside its loop).
+venv_install = (test -x $(1)/bin/python || $(2) -m venv $(1)) \
+	&& $(1)/bin/python -m pip install -q --upgrade pip \
+	&& $(1)/bin/python -m pip install -q -e '.[test]'
+
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(call venv_install,$(VENV),$(PYTHON))
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -47,9 +51,7 @@ compat:
 	for py in $(PYTHONS); do \
 	  version=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])') || exit 1; \
 	  venv=.venv-python$$version; \
-	  test -x $$venv/bin/python || $$py -m venv $$venv || exit 1; \
-	  $$venv/bin/python -m pip install -q --upgrade pip || exit 1; \
-	  $$venv/bin/python -m pip install -q -e '.[test]' || exit 1; \
+	  $(call venv_install,$$venv,$$py) || exit 1; \
 	  $$venv/bin/pytest -q -p no:cacheprovider tests/server/test_tls.py \
 	    tests/server/test_tlsconn.py || exit 1; \
 	done
