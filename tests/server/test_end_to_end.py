@@ -196,3 +196,27 @@ def test_kms_unreachable_at_start_exits_75(
     assert result.returncode == 75, result.stderr
     assert "StartupUnavailableError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_image_outside_the_key_policy_exits_77_without_retrying(
+    deployment: Deployment,  # noqa: F811
+    pebble: PebbleStack,  # noqa: F811
+    challenges: Challenges,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    store = deployment.store()
+    challenges.target = store
+    config = deployment.config(domains=(NAME,), ca=acme_section(pebble))
+    assert Runner(make_issuer(config, deployment.generator, store=store)).once().issued
+    other = tmp_path / "other-image"
+    other.mkdir()
+    (other / "app.py").write_text("print('an image the key policy does not name')\n")
+    argv = serve_argv(deployment, free_port(), 9, "--start-attempts", "6")
+    argv[argv.index("--enclave") + 1] = f"simulated:{other}"
+    result = subprocess.run(
+        argv, capture_output=True, text=True, env=deployment.env(), timeout=120, check=False
+    )
+    assert result.returncode == 77, result.stderr
+    assert "KeyReleaseRefusedError" in result.stderr
+    assert measure_image(other)[0].hex()[:16] in result.stderr  # the PCRs it presented
+    assert "retrying" not in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,15 @@ from nitrotls.bundle import (
     seal_key,
 )
 from nitrotls.bundle.chain import leaf_spki
-from nitrotls.kms.errors import KMSAccessDeniedError, KMSUnavailableError
+from nitrotls.kms.errors import KMSAccessDeniedError, KMSRequestError, KMSUnavailableError
 from nitrotls.nsm import SimulatedNSM, measure_image, trusted_verifier
 from nitrotls.secrets import SecretBuffer
-from nitrotls.server.errors import BundleRejectedError, StartupUnavailableError
+from nitrotls.server.errors import (
+    BundleRejectedError,
+    KeyReleaseRefusedError,
+    ServerConfigError,
+    StartupUnavailableError,
+)
 from nitrotls.server.identity import ContextHolder
 from nitrotls.server.loader import (
     BundleLoader,
@@ -50,6 +55,7 @@ class FakeKMS:
     keys: dict[bytes, tuple[bytes, dict[str, str]]] = field(default_factory=dict)
     decrypts: int = 0
     down: int = 0  # fail this many calls with KMSUnavailableError
+    rejects: int = 0  # answer this many calls with a request error retrying cannot mend
 
     def generate(self, context: Mapping[str, str]) -> tuple[SecretBuffer, bytes]:
         blob, plain = os.urandom(64), os.urandom(32)
@@ -63,6 +69,11 @@ class FakeKMS:
         if self.down:
             self.down -= 1
             raise KMSUnavailableError("fake KMS is down")
+        if self.rejects:
+            self.rejects -= 1
+            raise KMSRequestError(
+                "fake KMS: InvalidCiphertextException", "InvalidCiphertextException"
+            )
         entry = self.keys.get(bytes(blob))
         if entry is None or entry[1] != dict(context):
             raise KMSAccessDeniedError("fake KMS: unknown blob or context")
@@ -222,9 +233,49 @@ def test_access_denied_is_not_retried(world: tuple[Publisher, BundleSource]) -> 
     publisher, source = world
     publisher.publish()
     publisher.kms.keys.clear()  # KMS no longer knows the blob: access denied
-    with pytest.raises(KMSAccessDeniedError):
-        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=lambda _s: None)
-    assert publisher.kms.decrypts == 1
+    slept: list[float] = []
+    with pytest.raises(KeyReleaseRefusedError, match="unknown blob or context") as caught:
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=slept.append)
+    assert caught.value.exit_code == 77
+    assert "KMSAccessDeniedError" in str(caught.value)
+    assert publisher.kms.decrypts == 1 and slept == []
+
+
+def test_kms_request_error_is_not_retried(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish()
+    publisher.kms.rejects = 1  # one refusal only: a retry would have succeeded
+    slept: list[float] = []
+    with pytest.raises(KeyReleaseRefusedError, match="InvalidCiphertextException") as caught:
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=slept.append)
+    assert caught.value.exit_code == 77
+    assert publisher.kms.decrypts == 1 and slept == []
+
+
+def test_bad_bundle_name_is_a_configuration_error(world: tuple[Publisher, BundleSource]) -> None:
+    publisher, source = world
+    publisher.publish()
+    slept: list[float] = []
+    bad = replace(source, name="bad name")
+    with pytest.raises(ServerConfigError, match="InvalidStoreNameError") as caught:
+        load_at_start(BundleLoader(bad, Metrics()), Retry(attempts=3), sleep=slept.append)
+    assert caught.value.exit_code == 2
+    assert slept == []
+
+
+def test_corrupt_store_record_is_refused_at_once(
+    world: tuple[Publisher, BundleSource], tmp_path: Path
+) -> None:
+    publisher, source = world
+    publisher.publish()
+    pointer = tmp_path / "store" / "bundles" / NAME / "latest"
+    assert pointer.is_file(), "the directory store's layout changed: find its latest pointer"
+    pointer.write_bytes(b"\x00not a bundle id\n")
+    slept: list[float] = []
+    with pytest.raises(BundleRejectedError, match="StoreCorruptError") as caught:
+        load_at_start(BundleLoader(source, Metrics()), Retry(attempts=3), sleep=slept.append)
+    assert caught.value.exit_code == 65
+    assert slept == [] and publisher.kms.decrypts == 0
 
 
 def test_reload_swaps_newer_and_ignores_bad_or_older(

@@ -2,7 +2,7 @@
 
 Exit codes let an orchestrator tell "fix the configuration" (2) from "a dependency is down,
 try again later" (75, ``EX_TEMPFAIL``) from "the bundle itself is not acceptable" (65,
-``EX_DATAERR``).
+``EX_DATAERR``) from "KMS will not release the key to this enclave" (77, ``EX_NOPERM``).
 """
 
 from __future__ import annotations
@@ -36,6 +36,13 @@ class StartupUnavailableError(ServerError):
     """KMS or the store stayed unreachable through every retry at start-up."""
 
     exit_code = 75
+
+
+class KeyReleaseRefusedError(ServerError):
+    """KMS answered without the bundle's data key (access denied, a request it rejects, or an
+    unusable answer): unlike an outage, waiting will not change that."""
+
+    exit_code = 77
 
 
 class ListenError(ServerError):

@@ -21,14 +21,22 @@ from pathlib import Path
 
 from nitrotls.attestation import Policy, Verifier
 from nitrotls.bundle import BundleError, DataKeyDecrypter, VerifiedBundle, unseal, verify
-from nitrotls.kms.errors import KMSAccessDeniedError, KMSError, KMSUnavailableError
+from nitrotls.kms.errors import KMSError, KMSUnavailableError
 from nitrotls.nsm.source import AttestationSource
 from nitrotls.secrets import wipe
-from nitrotls.server.errors import BundleRejectedError, StartupUnavailableError, TLSContextError
+from nitrotls.server.errors import (
+    BundleRejectedError,
+    KeyReleaseRefusedError,
+    ServerConfigError,
+    ServerError,
+    StartupUnavailableError,
+    TLSContextError,
+)
 from nitrotls.server.identity import ContextHolder, Served, ServedIdentity
 from nitrotls.server.metrics import Metrics
 from nitrotls.server.tls import ALPN_HTTP1, context_from_memory, policy_context
 from nitrotls.store import BundleStore, StoreError
+from nitrotls.store.errors import InvalidStoreNameError, StoreSpecError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -140,18 +148,14 @@ class BundleLoader:
 
 
 def load_at_start(loader: BundleLoader, retry: Retry, *, sleep=time.sleep) -> Served:  # type: ignore[no-untyped-def]
-    """The first context: retry while KMS or the store are down, then a distinct exit code."""
+    """The first context: retry while KMS or the store are unreachable, then a distinct exit
+    code. Failures that waiting cannot mend (a refused bundle, a bad name, KMS saying no) end
+    at once, each with its own exit code."""
     delays = retry.delays()
     while True:
         try:
             served = loader.load_latest()
-        except BundleError as error:
-            raise BundleRejectedError(
-                f"the newest bundle of {loader.source.name!r} was refused: {error}"
-            ) from None
-        except KMSAccessDeniedError:
-            raise
-        except (StoreError, KMSUnavailableError, KMSError) as error:
+        except (StoreUnavailableError, KMSUnavailableError) as error:
             if not delays:
                 raise StartupUnavailableError(
                     f"gave up after {retry.attempts} attempts: {type(error).__name__}: {error}. "
@@ -162,9 +166,23 @@ def load_at_start(loader: BundleLoader, retry: Retry, *, sleep=time.sleep) -> Se
             log.warning("cannot load the bundle yet (%s); retrying in %.1fs", error, delay)
             sleep(delay)
             continue
+        except (BundleError, StoreError, KMSError) as error:
+            raise _lasting(loader.source.name, error) from None
         if served is None:  # cannot happen on a fresh loader; fail closed all the same
             raise BundleRejectedError("no bundle could be loaded")
         return served
+
+
+def _lasting(name: str, error: BundleError | StoreError | KMSError) -> ServerError:
+    """The start-up error for a failure that retrying cannot mend."""
+    kind = type(error).__name__
+    if isinstance(error, BundleError):
+        return BundleRejectedError(f"the newest bundle of {name!r} was refused: {error}")
+    if isinstance(error, (InvalidStoreNameError, StoreSpecError)):
+        return ServerConfigError(f"the store cannot be used as configured ({kind}): {error}")
+    if isinstance(error, StoreError):
+        return BundleRejectedError(f"the store's record of {name!r} is unusable ({kind}): {error}")
+    return KeyReleaseRefusedError(f"KMS did not release the data key ({kind}): {error}")
 
 
 class Reloader:
