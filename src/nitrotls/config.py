@@ -86,7 +86,7 @@ class GeneratorSection(Section):
     bundle: str | None = None  # bundle name; default: the first domain
     domains: tuple[str, ...] = ()
     key_type: str = "p256"
-    main_pcrs: tuple[Path, ...] = ()  # main-enclave PCR files, for the record and `kms policy`
+    main_pcrs: tuple[Path, ...] = ()  # main-enclave PCR files, logged at start (for the record)
     renew_fraction: float = 2 / 3  # renew once this share of the lifetime has passed
     renew_jitter: float = 0.05  # plus up to this share of the lifetime, fixed per bundle
     lease_ttl: float = 300.0  # seconds the store lease lasts without renewal
