@@ -73,3 +73,23 @@ def test_server_section_of_the_config_file_is_used(image: Path, tmp_path: Path) 
     error = invoke("--enclave", f"simulated:{image}", "serve", "--config", str(config))
     # The mode came from the file; what is missing now is the bundle name.
     assert isinstance(error, ServerConfigError) and "bundle name" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--header-timeout", "nan"),
+        ("--reload-interval", "nan"),
+        ("--idle-timeout", "inf"),
+        ("--grace", "nan"),
+        ("--grace", "inf"),
+    ],
+)
+def test_non_finite_durations_are_refused(image: Path, option: str, value: str) -> None:
+    """nan passes every `<= 0` test: it used to reach the loop (no 408, exit 0, a traceback)."""
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:9",
+        "--name", "n", option, value,
+    )  # fmt: skip
+    assert error is not None and getattr(error, "exit_code", None) == 2, repr(error)
+    assert value in str(error)

@@ -315,6 +315,86 @@ def test_reload_swaps_newer_and_ignores_bad_or_older(
     asyncio.run(scenario())
 
 
+class _BrokenLoader:
+    """Stands in for a BundleLoader whose poll fails in ways nobody typed."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.calls = 0
+
+    def load_latest(self, *, newer_than: int | None = None) -> None:
+        self.calls += 1
+        raise self.error
+
+
+def test_reload_survives_unexpected_errors(world: tuple[Publisher, BundleSource]) -> None:
+    """An untyped failure (a bug, an NSM error) in one poll is logged; polling and serving go
+    on (it used to end the reload task, and with it `nitrotls serve`, with exit 0)."""
+
+    async def scenario() -> None:
+        publisher, source = world
+        publisher.publish()
+        metrics = Metrics()
+        holder = ContextHolder(load_at_start(BundleLoader(source, metrics), Retry(attempts=1)))
+        broken = _BrokenLoader(RuntimeError("unforeseen"))
+        reloader = Reloader(broken, holder, metrics, interval=0.001, jitter=0.0)  # type: ignore[arg-type]
+        task = asyncio.create_task(reloader.run())
+        while broken.calls < 3 and not task.done():
+            await asyncio.sleep(0.001)
+        assert not task.done(), "the reload task ended"
+        task.cancel()
+        assert holder.current() is not None
+
+    asyncio.run(scenario())
+
+
+def test_typed_errors_of_any_family_keep_serving(world: tuple[Publisher, BundleSource]) -> None:
+    from nitrotls.nsm.errors import NSMDeviceError
+
+    async def scenario() -> None:
+        publisher, source = world
+        publisher.publish()
+        metrics = Metrics()
+        holder = ContextHolder(load_at_start(BundleLoader(source, metrics), Retry(attempts=1)))
+        reloader = Reloader(_BrokenLoader(NSMDeviceError("nsm busy")), holder, metrics)  # type: ignore[arg-type]
+        assert not await reloader.check()
+
+    asyncio.run(scenario())
+
+
+def test_a_stuck_reload_does_not_hold_up_shutdown(world: tuple[Publisher, BundleSource]) -> None:
+    """A poll stuck on a silent KMS must not keep the loop (and SIGTERM) waiting for it."""
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class StuckLoader:
+        def load_latest(self, *, newer_than: int | None = None) -> None:
+            entered.set()
+            release.wait(30)
+
+    async def scenario() -> None:
+        publisher, source = world
+        publisher.publish()
+        metrics = Metrics()
+        holder = ContextHolder(load_at_start(BundleLoader(source, metrics), Retry(attempts=1)))
+        reloader = Reloader(StuckLoader(), holder, metrics)  # type: ignore[arg-type]
+        task = asyncio.create_task(reloader.check())
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        task.cancel()
+
+    fallback = threading.Timer(10.0, release.set)  # on failure, end the wait instead of hanging
+    fallback.start()
+    try:
+        asyncio.run(scenario())  # returns while the poll is still stuck
+        assert not release.is_set()
+    finally:
+        release.set()
+        fallback.cancel()
+
+
 def test_rotation_under_load(world: tuple[Publisher, BundleSource], pki: PKI) -> None:
     """Keep-alive and new connections run while a new bundle lands: no request fails, and
     connections opened after the switch see the new leaf."""

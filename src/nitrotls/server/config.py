@@ -6,6 +6,7 @@ and how. Command-line options override each field (``nitrotls.config.override``)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -59,10 +60,14 @@ class ServerSection(Section):
             ("attestation_rate", self.attestation_rate),
             ("start_backoff_max", self.start_backoff_max),
         ):
-            if value <= 0:
-                raise ConfigError(f"[server] {label} must be positive, found {value}")
-        if self.grace < 0 or not 0 <= self.reload_jitter < 1:
-            raise ConfigError("[server] grace must be >= 0 and reload_jitter in [0, 1)")
+            if not 0 < value < math.inf:  # also refuses nan
+                raise ConfigError(f"[server] {label} must be a positive number, found {value}")
+        if not 0 <= self.grace < math.inf:
+            raise ConfigError(f"[server] grace must be a number >= 0, found {self.grace}")
+        if not 0 <= self.reload_jitter < 1:
+            raise ConfigError(
+                f"[server] reload_jitter must be in [0, 1), found {self.reload_jitter}"
+            )
         if self.max_connections < 1 or self.attestation_burst < 1 or self.start_attempts < 1:
             raise ConfigError(
                 "[server] max_connections, attestation_burst and start_attempts must be >= 1"

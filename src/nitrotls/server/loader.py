@@ -11,16 +11,21 @@ zeroed. :class:`Reloader` polls the store and swaps newer bundles in for new con
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from nitrotls.attestation import Policy, Verifier
 from nitrotls.bundle import BundleError, DataKeyDecrypter, VerifiedBundle, unseal, verify
+from nitrotls.errors import NitroTLSError
 from nitrotls.kms.errors import KMSError, KMSUnavailableError
 from nitrotls.nsm.source import AttestationSource
 from nitrotls.secrets import wipe
@@ -39,6 +44,7 @@ from nitrotls.store import BundleStore, StoreError
 from nitrotls.store.errors import InvalidStoreNameError, StoreSpecError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,8 @@ def load_at_start(loader: BundleLoader, retry: Retry, *, sleep=time.sleep) -> Se
         except (StoreUnavailableError, KMSUnavailableError) as error:
             if not delays:
                 raise StartupUnavailableError(
-                    f"gave up after {retry.attempts} attempts: {type(error).__name__}: {error}. "
+                    f"gave up after {retry.attempts} attempts: {type(error).__name__}: "
+                    f"{str(error).rstrip('.')}. "
                     "Check that the store and KMS are reachable from this enclave (the host's "
                     "outbound proxy), then start again."
                 ) from None
@@ -209,7 +216,10 @@ class Reloader:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.next_delay())
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a bug or an unforeseen failure must not end serving
+                log.exception("reload check failed unexpectedly; still serving the current bundle")
 
     async def check(self) -> bool:
         """One poll; True when a new bundle now serves. Failures are logged and counted."""
@@ -218,14 +228,14 @@ class Reloader:
         if current is None:
             return False
         try:
-            served = await asyncio.to_thread(
-                self.loader.load_latest, newer_than=current.identity.seq
+            served = await in_daemon_thread(
+                functools.partial(self.loader.load_latest, newer_than=current.identity.seq)
             )
         except BundleError as error:
             self.metrics.reload_rejected += 1
             log.warning("ignoring a bundle that failed verification: %s", error)
             return False
-        except (StoreError, KMSError, TLSContextError, BundleRejectedError) as error:
+        except NitroTLSError as error:  # store, KMS, NSM, TLS: typed, and none ends serving
             log.warning(
                 "reload check failed (%s): still serving seq %d", error, current.identity.seq
             )
@@ -241,6 +251,34 @@ class Reloader:
             served.identity.bundle_id.hex(),
         )
         return True
+
+
+async def in_daemon_thread(call: Callable[[], T]) -> T:
+    """``call()`` in a daemon thread, awaited. Unlike ``asyncio.to_thread``, a call stuck on a
+    silent KMS or store (up to minutes of client timeouts and retries) neither holds up the
+    event loop's shutdown nor the process's exit: SIGTERM then takes ``grace`` seconds, not the
+    remaining timeouts. A result that arrives after the caller gave up is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as failure:  # handed to the awaiting task, which decides
+            result, error = None, failure
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="nitrotls-reload", daemon=True).start()
+    return await future
 
 
 def note_served(metrics: Metrics, served: Served) -> None:
