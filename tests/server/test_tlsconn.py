@@ -355,3 +355,135 @@ def test_a_protocol_that_raises_loses_only_its_connection(pki: PKI, loop: str) -
         poller.close()
 
     run(scenario, loop)
+
+
+class _Recorder(asyncio.Protocol):
+    """Records the transport and how the connection ended; reads nothing of interest."""
+
+    def __init__(self) -> None:
+        ev = asyncio.get_running_loop()
+        self.made: asyncio.Future[None] = ev.create_future()
+        self.lost: asyncio.Future[Exception | None] = ev.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+_CLOSING_ANSWER = hashlib.sha256(b"closing").digest() * (1024 * 1024 // 32)  # 1 MiB
+
+
+@contextlib.asynccontextmanager
+async def closing_with_a_buffer(
+    pki: PKI,
+) -> AsyncIterator[tuple[TLSTransport, Poller, _Recorder, RawTLS]]:
+    """A transport told to close with most of a 1 MiB answer still in its own buffer: both
+    socket buffers are small and the client has read nothing yet."""
+    ev = asyncio.get_running_loop()
+    poller = Poller(ev)
+    protocol = _Recorder()
+    context = served_from(pki.issue()).context
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # before connect: window
+        client.setblocking(False)
+        with client:
+            connecting = ev.create_task(ev.sock_connect(client, listener.getsockname()))
+            conn, _ = await ev.sock_accept(listener)
+            await connecting
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            transport = TLSTransport(poller, conn, context, _Owner(protocol), 10.0)
+            try:
+                tls, incoming, outgoing = await asyncio.wait_for(
+                    _bio_handshake(ev, client, pki.client_context()), 10
+                )
+                await asyncio.wait_for(protocol.made, 10)
+                transport.write(_CLOSING_ANSWER)
+                transport.close()
+                yield transport, poller, protocol, (ev, client, tls, incoming, outgoing)
+            finally:
+                transport.abort()
+                poller.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_closing_connection_whose_peer_stops_reading_is_aborted_at_its_deadline(
+    pki: PKI, loop: str, ssl_path: str
+) -> None:
+    """``close()`` with data buffered waits for it to drain, but not forever: once the deadline
+    passes with no progress, the sweep drops the buffer and the protocol hears of it (a client
+    that never reads its large answer must not hold a connection slot)."""
+
+    async def scenario() -> None:
+        async with closing_with_a_buffer(pki) as (transport, poller, protocol, raw):
+            ev, client = raw[0], raw[1]
+            for _ in range(5):  # let the kernel buffers fill: the client reads nothing
+                await asyncio.sleep(0)
+            assert transport.is_closing() and transport.get_write_buffer_size() > 0
+            deadline = transport.deadline
+            assert deadline != float("inf"), "a closing connection with data left has no deadline"
+            poller.sweep(deadline)  # not past it yet
+            assert poller.handlers and not protocol.lost.done()
+            poller.sweep(deadline + 0.001)
+            assert not poller.handlers and transport.get_write_buffer_size() == 0
+            error = await asyncio.wait_for(protocol.lost, 10)
+            assert isinstance(error, TimeoutError) and "dropped" in str(error)
+            async with asyncio.timeout(10):  # the client's side sees the connection end
+                with contextlib.suppress(ConnectionError):
+                    while await ev.sock_recv(client, 65536):
+                        pass
+
+    run(scenario, loop)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_closing_connection_whose_peer_reads_keeps_going_until_drained(
+    pki: PKI, loop: str, ssl_path: str
+) -> None:
+    """Every flush that sends something while closing pushes the deadline forward: a sweep at
+    the first deadline does not cut a client that is reading, which then gets every byte, the
+    close_notify and the FIN, and the protocol a clean ``connection_lost``."""
+
+    async def scenario() -> None:
+        async with closing_with_a_buffer(pki) as (transport, poller, protocol, raw):
+            ev, client, tls, incoming, _ = raw
+            first = transport.deadline
+            assert first != float("inf"), "a closing connection with data left has no deadline"
+            received, notified = bytearray(), False
+
+            async def read_some() -> bool:
+                nonlocal notified
+                data = await ev.sock_recv(client, 65536)
+                if not data:
+                    return False
+                incoming.write(data)
+                try:
+                    while chunk := tls.read(65536):
+                        received.extend(chunk)
+                    notified = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:
+                    notified = True
+                return True
+
+            async with asyncio.timeout(10):
+                while transport.deadline <= first and poller.handlers:
+                    assert await read_some(), "closed before the answer was drained"
+            later = transport.deadline
+            assert transport.get_write_buffer_size() > 0, "drained before any progress was seen"
+            assert first < later != float("inf")  # progress pushed it forward
+            poller.sweep(later)  # past the first deadline, not past the current one
+            assert not protocol.lost.done()
+            async with asyncio.timeout(30):
+                while await read_some():
+                    pass
+            assert notified, "no close_notify before the FIN"
+            assert bytes(received) == _CLOSING_ANSWER
+            assert await asyncio.wait_for(protocol.lost, 10) is None
+            assert not poller.handlers
+
+    run(scenario, loop)

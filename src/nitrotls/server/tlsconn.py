@@ -18,8 +18,8 @@ flushed, ``abort``, ``pause_reading``/``resume_reading``, ``get_extra_info("ssl_
 
 Security properties kept: the TLS policy is the context's (built by ``nitrotls.server.tls``);
 the context is chosen by the caller at accept time; OpenSSL sends its own alerts when a
-handshake fails; ``close`` sends ``close_notify``. Deadlines (handshake, lingering close) are
-plain numbers checked by the listener's sweeper, not timers.
+handshake fails; ``close`` sends ``close_notify``. Deadlines (handshake, a close waiting for its
+buffer to drain, lingering close) are plain numbers checked by the listener's sweeper, not timers.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ log = logging.getLogger(__name__)
 INF = float("inf")
 READ_SIZE = 16384  # one TLS record's plaintext at most: one read empties one record
 LINGER_TIMEOUT = 2.0  # how long a connection closed mid-request discards late input
+# How long a closing connection may wait for a peer that reads none of what is still buffered.
+# Its protocol has let go (the proxy keeps no deadline of its own once it closes), so without
+# this a client that asks for a large answer and stops reading holds its slot forever. Each
+# flush restarts it (see ``close``): a healthy reader drains in milliseconds, 10 s with no
+# progress at all outlasts several TCP retransmission backoffs on a lossy link, and it is short
+# enough that idle readers cannot pile up against ``max_connections``.
+CLOSE_TIMEOUT = 10.0
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 _BATCH = 64  # readiness events taken from the kernel per loop callback
@@ -102,8 +109,8 @@ class Poller:
             self._epoll.modify(fd, new)
 
     def sweep(self, now: float) -> None:
-        """Expire handshakes and lingering closes past their deadline (open connections have
-        none here: their protocols keep theirs)."""
+        """Expire handshakes, stalled closes and lingering closes past their deadline (open
+        connections not closing have none here: their protocols keep theirs)."""
         for transport in [t for t in self.handlers.values() if t.deadline < now]:
             transport.expire()
 
@@ -367,8 +374,10 @@ class TLSTransport(asyncio.Transport):
             return
         if not buffer and self._closing:
             self._shutdown()
-        else:
-            self._open_interest()
+            return
+        if self._closing:  # the socket took more: the peer is reading, give it more time
+            self.deadline = monotonic() + CLOSE_TIMEOUT
+        self._open_interest()
 
     # -- asyncio.Transport -----------------------------------------------------------------
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -421,7 +430,13 @@ class TLSTransport(asyncio.Transport):
         raise NotImplementedError("TLS connections cannot half-close")
 
     def close(self) -> None:
-        """Flush what is buffered, send ``close_notify``, close."""
+        """Flush what is buffered, send ``close_notify``, close. With data still buffered the
+        wait has a deadline, ``CLOSE_TIMEOUT`` from now and pushed forward by every flush: a
+        flush runs only when the socket became writable again, i.e. the peer acknowledged (took
+        in) more of the answer. A peer that stops reading is aborted by :meth:`expire`; one that
+        keeps reading, however slowly, keeps its connection until the buffer is drained. (Not
+        the count ``write`` returns: without partial writes OpenSSL reports 0 until the whole
+        buffer is out, though it sends records all along.)"""
         if self._closing or self._state == _CLOSED:
             return
         self._closing = True
@@ -430,6 +445,7 @@ class TLSTransport(asyncio.Transport):
         elif not self._wbuf:
             self._shutdown()
         else:
+            self.deadline = monotonic() + CLOSE_TIMEOUT
             self._open_interest()
 
     def abort(self) -> None:
@@ -534,11 +550,22 @@ class TLSTransport(asyncio.Transport):
             self._teardown()
 
     def expire(self) -> None:
-        """The deadline passed (a handshake too slow, a lingering close too long)."""
-        if self._state == _HANDSHAKE:
+        """The deadline passed (a handshake too slow, a close whose buffer made no progress
+        for ``CLOSE_TIMEOUT``, a lingering close too long)."""
+        state = self._state
+        if state == _HANDSHAKE:
             self._teardown()
             self._owner.handshake_failed(self, TimeoutError("TLS handshake timed out"))
-        elif self._state == _LINGER:
+        elif state == _OPEN:
+            if self._closing:  # the peer stopped reading: drop the buffer, the protocol hears
+                pending = len(self._wbuf)
+                self._close_now(
+                    TimeoutError(
+                        f"peer read nothing for {CLOSE_TIMEOUT:g} s while the connection closed;"
+                        f" {pending} buffered bytes dropped"
+                    )
+                )
+        elif state == _LINGER:
             self._teardown()
 
     def _fail(self, error: BaseException) -> None:
