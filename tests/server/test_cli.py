@@ -93,3 +93,12 @@ def test_non_finite_durations_are_refused(image: Path, option: str, value: str) 
     )  # fmt: skip
     assert error is not None and getattr(error, "exit_code", None) == 2, repr(error)
     assert value in str(error)
+
+
+def test_health_on_vsock_is_refused_before_loading(image: Path) -> None:
+    error = invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:9",
+        "--name", "n", "--health", "vsock://16:9901",
+    )  # fmt: skip
+    assert isinstance(error, ServerConfigError) and error.exit_code == 2
+    assert "tcp:// or unix://" in str(error)

@@ -21,6 +21,7 @@ from nitrotls.errors import NitroTLSError
 from nitrotls.nsm.source import AttestationSource
 from nitrotls.server.config import ServerSection
 from nitrotls.server.errors import ServerConfigError
+from nitrotls.server.health import HEALTH_SCHEMES
 from nitrotls.server.identity import ContextHolder, Served
 from nitrotls.server.listener import ListenSettings
 from nitrotls.server.loader import (
@@ -62,6 +63,10 @@ def serve_options(section: ServerSection) -> ServeOptions:
         health = Address.parse(section.health) if section.health else None
     except NitroTLSError as error:
         raise ServerConfigError(str(error)) from None
+    if health is not None and health.scheme not in HEALTH_SCHEMES:
+        raise ServerConfigError(
+            f"--health {section.health}: health is served locally, on tcp:// or unix:// only"
+        )
     return ServeOptions(
         listen=listen,
         upstream=Upstream.parse(section.upstream) if section.upstream else None,

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 
+from nitrotls.server.errors import ServerConfigError
 from nitrotls.server.identity import ContextHolder
+from nitrotls.server.listener import ListeningSocket
 from nitrotls.server.metrics import Metrics
 from nitrotls.transport.address import Address
 
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _MAX_REQUEST = 8192
 _TIMEOUT = 5.0
+HEALTH_SCHEMES = ("tcp", "unix")  # local only: never vsock, never TLS
 
 
 class HealthServer:
@@ -29,24 +32,27 @@ class HealthServer:
         self.holder = holder
         self.metrics = metrics
         self._server: asyncio.Server | None = None
+        self._listening: ListeningSocket | None = None
 
     async def start(self) -> Address:
+        """Listen like the TLS listener does (``ListeningSocket``): a Unix socket file is made
+        owner-only, a live one is never taken over, and failures are ``ListenError`` (exit 71)."""
+        if self.address.scheme not in HEALTH_SCHEMES:
+            raise ServerConfigError(f"health address {self.address} must be tcp:// or unix://")
+        self._listening = ListeningSocket.open(self.address, backlog=64)
+        self._server = await asyncio.start_server(self._handle, sock=self._listening.sock)
         if self.address.scheme == "tcp":
-            self._server = await asyncio.start_server(
-                self._handle, self.address.host, self.address.port, reuse_address=True
-            )
-            port = self._server.sockets[0].getsockname()[1]
-            return self.address.with_port(port)
-        if self.address.scheme == "unix":
-            self._server = await asyncio.start_unix_server(self._handle, self.address.path)
-            return self.address
-        raise ValueError(f"health address {self.address} must be tcp:// or unix://")
+            return self.address.with_port(self._listening.sock.getsockname()[1])
+        return self.address
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._listening is not None:
+            self._listening.close()  # removes the socket file if it is still ours
+            self._listening = None
 
     def ready(self) -> tuple[bool, str]:
         served = self.holder.current()
