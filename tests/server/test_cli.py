@@ -102,3 +102,38 @@ def test_health_on_vsock_is_refused_before_loading(image: Path) -> None:
     )  # fmt: skip
     assert isinstance(error, ServerConfigError) and error.exit_code == 2
     assert "tcp:// or unix://" in str(error)
+
+
+def _bundle_mode(image: Path, *extra: str) -> BaseException | None:
+    pcrs = image.parent / "pcrs.json"
+    if not pcrs.exists():
+        pcrs.write_text("not a measurements file")
+    return invoke(
+        "--enclave", f"simulated:{image}", "serve", "--upstream", "http://127.0.0.1:9",
+        "--name", "n", "--generator-pcrs", str(pcrs), *extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        ((), "PCRFileError"),  # the generator PCR file is not one
+        (("--store", "ftp://x"), "StoreSpecError"),
+        (("--alpn", "x" * 256), "ConfigError"),
+    ],
+)
+def test_configuration_errors_exit_2(image: Path, extra: tuple[str, ...], kind: str) -> None:
+    if kind != "PCRFileError":
+        (image.parent / "pcrs.json").write_text('{"PCR0": "' + "00" * 48 + '"}')
+    error = _bundle_mode(image, *extra)
+    assert error is not None and type(error).__name__.endswith(kind), repr(error)
+    assert getattr(error, "exit_code", None) == 2
+
+
+def test_bad_kms_endpoint_is_a_configuration_error(image: Path) -> None:
+    pcrs = image.parent / "pcrs.json"
+    pcrs.write_text('{"PCR0": "' + "11" * 48 + '", "PCR1": "' + "22" * 48 + '", "PCR2": "'
+                    + "33" * 48 + '"}')  # fmt: skip
+    error = _bundle_mode(image, "--kms-endpoint", "notaurl")
+    assert isinstance(error, ServerConfigError) and error.exit_code == 2, repr(error)
+    assert "notaurl" in str(error)

@@ -48,6 +48,8 @@ class PolicyError(AttestationError):
 class PCRFileError(PolicyError):
     """A measurements file (``--pcrs-file``) cannot be read or is not in a known format."""
 
+    exit_code = 2  # a file named in the configuration
+
 
 class DebugEnclaveError(AttestationError):
     """A debug-mode enclave (PCR0, PCR1, PCR2 all zero) and the policy does not allow debug."""

@@ -108,12 +108,16 @@ def bundle_source(
         )
     policy = Policy(accepted_pcrs=tuple(load_pcrs_file(p) for p in section.generator_pcrs))
     roots = tuple(_read_certificate(p) for p in section.ca_roots) or None
+    try:
+        kms = KMSClient(endpoint_url=backends.kms_endpoint, region_name=backends.kms_region)
+    except ValueError as error:  # botocore: "Invalid endpoint: ..."
+        raise ServerConfigError(f"--kms-endpoint {backends.kms_endpoint}: {error}") from None
     return BundleSource(
         store=open_store(backends.store_spec),
         name=section.bundle,
         verifier=trusted_verifier(section.trust_dev_root),
         generator_policy=policy,
-        kms=KMSClient(endpoint_url=backends.kms_endpoint, region_name=backends.kms_region),
+        kms=kms,
         enclave=enclave,
         names=section.names or None,
         ca_roots=roots,

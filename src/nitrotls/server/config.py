@@ -74,3 +74,8 @@ class ServerSection(Section):
             )
         if self.min_seq < 0:
             raise ConfigError("[server] min_seq must not be negative")
+        for protocol in self.raw_alpn:  # an ALPN protocol name: 1-255 bytes (RFC 7301)
+            if not 1 <= len(protocol.encode("utf-8")) <= 255:
+                raise ConfigError(
+                    f"[server] raw_alpn values must be 1-255 bytes, found {protocol!r}"
+                )

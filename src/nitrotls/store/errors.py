@@ -12,6 +12,8 @@ class StoreError(NitroTLSError):
 class InvalidStoreNameError(StoreError):
     """A name, id, key or token outside the strict charset (refused before any I/O)."""
 
+    exit_code = 2
+
 
 class InvalidLeaseError(StoreError, ValueError):
     """A lease ttl outside (0, 86400] seconds."""
@@ -19,6 +21,8 @@ class InvalidLeaseError(StoreError, ValueError):
 
 class StoreSpecError(StoreError):
     """A store spec string (``dir:PATH``, ``s3://bucket/prefix``) that cannot be used."""
+
+    exit_code = 2
 
 
 class StoreConflictError(StoreError):

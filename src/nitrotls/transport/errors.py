@@ -22,6 +22,8 @@ class SocketPathTooLongError(AddressError):
 class VsockModeError(TransportError):
     """It is not clear (or not possible) how to reach a ``vsock://`` address on this machine."""
 
+    exit_code = 2  # fixed by configuration ($NITROTLS_VSOCK, the address), not by retrying
+
 
 class ListenError(TransportError):
     """A listener could not be opened (address in use, not a socket, no permission, ...)."""
