@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from time import monotonic
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,9 @@ _IDLE, _HEAD, _BODY, _DONE, _TUNNEL = range(5)
 _R_NONE, _R_WAIT, _R_STREAM, _R_LOCAL = range(4)
 # Reasons to stop reading from the client (a bit set).
 _P_UPSTREAM, _P_PIPELINE, _P_PENDING = 1, 2, 4
+# Only these may be sent again when a rested upstream dies unanswered (RFC 9110 §9.2.2).
+_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
 
 
 @dataclass(frozen=True)
@@ -164,12 +167,15 @@ class ProxyConnection(asyncio.Protocol):
             self.engine.registry.closed(self)
 
     def pause_writing(self) -> None:
-        if self._upstream is not None:
-            self._upstream.pause_reading()
+        # Only an upstream still bound to us: one already back in the pool serves others.
+        upstream = self._upstream
+        if upstream is not None and upstream.sink is self:
+            upstream.pause_reading()
 
     def resume_writing(self) -> None:
-        if self._upstream is not None:
-            self._upstream.resume_reading()
+        upstream = self._upstream
+        if upstream is not None and upstream.sink is self:
+            upstream.resume_reading()
 
     def eof_received(self) -> bool | None:
         if self._req == _TUNNEL and self._upstream is not None:
@@ -292,7 +298,11 @@ class ProxyConnection(asyncio.Protocol):
         if upstream is not None:
             self._upstream = upstream
             # Replayable on a fresh connection if a rested one turns out to be dead.
-            replayable = request.framing == NONE and request.upgrade is None
+            replayable = (
+                request.framing == NONE
+                and request.upgrade is None
+                and request.method in _IDEMPOTENT
+            )
             self._retry = data if replayable else None
         else:
             self._pending = [data]
@@ -409,7 +419,12 @@ class ProxyConnection(asyncio.Protocol):
         self._upstream = upstream
         request = self._request
         assert request is not None
-        replayable = upstream.reused and request.framing == NONE and request.upgrade is None
+        replayable = (
+            upstream.reused
+            and request.framing == NONE
+            and request.upgrade is None
+            and request.method in _IDEMPOTENT
+        )
         self._retry = data if replayable else None
         upstream.begin(self, request.method, data)
 
@@ -429,7 +444,11 @@ class ProxyConnection(asyncio.Protocol):
             framing = self._client_framing(response)
             if self._rechunk:
                 body = (chunk(body) if body else b"") + (LAST_CHUNK if done else b"")
-        close = b"" if self._keep_alive else b"Connection: close\r\n"
+        if self._keep_alive:  # an HTTP/1.0 client must be told the line stays open
+            request = self._request
+            close = _KEEP_ALIVE_LINE if request is not None and request.minor == 0 else b""
+        else:
+            close = b"Connection: close\r\n"
         answer = b"".join(
             (b"HTTP/1.1", response.status_rest, response.fields, b"\r\n", framing, close,
              b"\r\n", body)
@@ -513,6 +532,10 @@ class ProxyConnection(asyncio.Protocol):
         else:
             self._abort()
 
+    def request_sent(self) -> bool:
+        """The whole request went up (so its upstream socket may be reused)."""
+        return self._req == _DONE and self._pending is None
+
     def pause_client(self) -> None:
         self._pause(_P_UPSTREAM)
 
@@ -556,12 +579,16 @@ class ProxyConnection(asyncio.Protocol):
         response = await attestation.respond(
             request.method, request.target, accept, self.served.identity, self.peer
         )
-        self._write_local(response, head_only=request.method == b"HEAD")
+        self._write_local(response, head_only=request.method == b"HEAD", minor=request.minor)
 
-    def _write_local(self, response: LocalResponse, *, head_only: bool = False) -> None:
+    def _write_local(
+        self, response: LocalResponse, *, head_only: bool = False, minor: int = 1
+    ) -> None:
         if self._closed or self.transport is None:
             return
         keep = self._keep_alive and not self.engine.draining
+        if keep and minor == 0:  # an HTTP/1.0 client must be told the line stays open
+            response = replace(response, headers=(*response.headers, b"Connection: keep-alive"))
         self.transport.write(response.render(keep_alive=keep, head_only=head_only))
         self._resp = _R_NONE
         self._response_done()

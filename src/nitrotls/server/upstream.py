@@ -41,12 +41,19 @@ class ResponseSink(Protocol):
 
     def on_upstream_failed(self, received_any: bool) -> None: ...
 
+    def request_sent(self) -> bool:
+        """Whether the whole request reached upstream: only then may the socket be reused."""
+        ...
+
     def pause_client(self) -> None: ...
 
     def resume_client(self) -> None: ...
 
 
 _IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
+
+# More 1xx heads than this before a final answer is a broken (or hostile) upstream.
+MAX_INTERIM = 32
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -56,12 +63,14 @@ class UpstreamConnection(asyncio.Protocol):
         "_buffer",
         "_decoder",
         "_framing",
+        "_interim",
         "_received",
         "_remaining",
         "_reusable",
         "_until_close",
         "idle_since",
         "method",
+        "paused",
         "pool",
         "reused",
         "sink",
@@ -77,6 +86,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.method = b"GET"
         self.reused = False
         self.idle_since = 0.0
+        self.paused = False
+        self._interim = 0
         self._buffer = b""
         self._received = False
         self._remaining = 0
@@ -135,6 +146,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.state = _HEAD
         self._received = False
         self._reusable = True
+        self._interim = 0
         if self.transport is not None:
             self.transport.write(data)
 
@@ -156,9 +168,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self.paused = False
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -168,34 +182,41 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _head(self, data: bytes) -> None:
         buffer = self._buffer + data if self._buffer else data
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0 or end > MAX_HEAD:
-            if len(buffer) > MAX_HEAD:
+        while True:  # once per 1xx interim head, then once for the final head
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0 or end > MAX_HEAD:
+                if len(buffer) > MAX_HEAD:
+                    self._fail()
+                else:
+                    self._buffer = buffer
+                return
+            self._buffer = b""
+            try:
+                response = parse_response(buffer[:end], self.method)
+            except ProtocolError as error:
+                log.warning("upstream answered with a bad response head: %s", error)
                 self._fail()
-            else:
-                self._buffer = buffer
-            return
-        self._buffer = b""
-        try:
-            response = parse_response(buffer[:end], self.method)
-        except ProtocolError as error:
-            log.warning("upstream answered with a bad response head: %s", error)
-            self._fail()
-            return
-        sink = self.sink
-        if sink is None:
-            self.close()
-            return
-        if response.status < 200:
+                return
+            sink = self.sink
+            if sink is None:
+                self.close()
+                return
+            if response.status >= 200:
+                break
             rest = buffer[end + 4 :]
             if response.status == 101:
                 self.start_tunnel()
                 sink.on_upgrade(response, rest)
                 return
+            self._interim += 1
+            if self._interim > MAX_INTERIM:
+                log.warning("upstream sent more than %d interim (1xx) responses", MAX_INTERIM)
+                self._fail()
+                return
             sink.on_interim(buffer[: end + 4])
-            if rest:
-                self._head(rest)
-            return
+            if not rest or self.sink is not sink:
+                return
+            buffer = rest
         self._reusable = response.keep_alive
         framing = self._framing = response.framing
         self._until_close = False
@@ -207,7 +228,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.sink = None
                 # Back in the pool before the client's next request; bytes beyond the
                 # response mean upstream cannot be trusted on this socket again.
-                if self._reusable and len(buffer) == start + length:
+                if self._reusable and len(buffer) == start + length and sink.request_sent():
                     self.pool.give_back(self)
                 else:
                     self.close()
@@ -285,8 +306,10 @@ class UpstreamConnection(asyncio.Protocol):
     def _maybe_release(self) -> None:
         if self.state != _IDLE:
             return
-        self.sink = None
-        if self._reusable:
+        sink, self.sink = self.sink, None
+        # A request whose body did not all go up (early answer, 100-continue never sent) would
+        # have its remains read as the next client's request: such a socket is never reused.
+        if self._reusable and sink is not None and sink.request_sent():
             self.pool.give_back(self)
         else:
             self.close()
@@ -342,6 +365,9 @@ class UpstreamPool:
                 conn.state = _HEAD
                 conn._received = False
                 conn._reusable = True
+                conn._interim = 0
+                if conn.paused:  # paused for a client that has since gone: read again
+                    conn.resume_reading()
                 transport.write(data)
                 return conn
         return None
