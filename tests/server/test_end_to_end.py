@@ -178,21 +178,31 @@ def test_generator_then_serve_then_verify(
         assert latest is not None and bound.bundle_id.hex() == latest.id
 
 
+def issue_once(world: Deployment, ca: PebbleStack, answers: Challenges) -> None:
+    """The generator issues one bundle through Pebble into the deployment's store."""
+    store = world.store()
+    answers.target = store
+    config = world.config(domains=(NAME,), ca=acme_section(ca))
+    assert Runner(make_issuer(config, world.generator, store=store)).once().issued
+
+
+def serve_once(world: Deployment, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``nitrotls serve`` that is expected to stop at start-up."""
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=world.env(), timeout=120, check=False
+    )
+
+
 def test_kms_unreachable_at_start_exits_75(
     deployment: Deployment,  # noqa: F811
     pebble: PebbleStack,  # noqa: F811
     challenges: Challenges,  # noqa: F811
 ) -> None:
-    store = deployment.store()
-    challenges.target = store
-    config = deployment.config(domains=(NAME,), ca=acme_section(pebble))
-    assert Runner(make_issuer(config, deployment.generator, store=store)).once().issued
+    issue_once(deployment, pebble, challenges)
     argv = serve_argv(deployment, free_port(), 9, "--start-attempts", "2")
     dead = f"http://127.0.0.1:{free_port()}"
     argv[argv.index("--kms-endpoint") + 1] = dead
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=deployment.env(), timeout=120, check=False
-    )
+    result = serve_once(deployment, argv)
     assert result.returncode == 75, result.stderr
     assert "StartupUnavailableError" in result.stderr
     assert "Traceback" not in result.stderr
@@ -204,18 +214,13 @@ def test_image_outside_the_key_policy_exits_77_without_retrying(
     challenges: Challenges,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    store = deployment.store()
-    challenges.target = store
-    config = deployment.config(domains=(NAME,), ca=acme_section(pebble))
-    assert Runner(make_issuer(config, deployment.generator, store=store)).once().issued
+    issue_once(deployment, pebble, challenges)
     other = tmp_path / "other-image"
     other.mkdir()
     (other / "app.py").write_text("print('an image the key policy does not name')\n")
     argv = serve_argv(deployment, free_port(), 9, "--start-attempts", "6")
     argv[argv.index("--enclave") + 1] = f"simulated:{other}"
-    result = subprocess.run(
-        argv, capture_output=True, text=True, env=deployment.env(), timeout=120, check=False
-    )
+    result = serve_once(deployment, argv)
     assert result.returncode == 77, result.stderr
     assert "KeyReleaseRefusedError" in result.stderr
     assert measure_image(other)[0].hex()[:16] in result.stderr  # the PCRs it presented
