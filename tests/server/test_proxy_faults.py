@@ -125,6 +125,9 @@ class _FakeTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         self.reading = True
 
+    def is_reading(self) -> bool:
+        return self.reading
+
     def is_closing(self) -> bool:
         return self.closed
 

@@ -60,6 +60,12 @@ _IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE
 _KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
 
 
+def _replayable(request: RequestHead) -> bool:
+    """Whether ``request`` may be sent again on a fresh upstream when a rested one died
+    unanswered: all of it is in hand (no body, no upgrade) and it is idempotent."""
+    return request.framing == NONE and request.upgrade is None and request.method in _IDEMPOTENT
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     """Timeouts (seconds) and limits of the reverse proxy."""
@@ -298,12 +304,7 @@ class ProxyConnection(asyncio.Protocol):
         if upstream is not None:
             self._upstream = upstream
             # Replayable on a fresh connection if a rested one turns out to be dead.
-            replayable = (
-                request.framing == NONE
-                and request.upgrade is None
-                and request.method in _IDEMPOTENT
-            )
-            self._retry = data if replayable else None
+            self._retry = data if _replayable(request) else None
         else:
             self._pending = [data]
             self._pending_size = len(data)
@@ -419,13 +420,7 @@ class ProxyConnection(asyncio.Protocol):
         self._upstream = upstream
         request = self._request
         assert request is not None
-        replayable = (
-            upstream.reused
-            and request.framing == NONE
-            and request.upgrade is None
-            and request.method in _IDEMPOTENT
-        )
-        self._retry = data if replayable else None
+        self._retry = data if upstream.reused and _replayable(request) else None
         upstream.begin(self, request.method, data)
 
     # -- responses (called by the upstream connection) ----------------------------------------

@@ -70,7 +70,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_until_close",
         "idle_since",
         "method",
-        "paused",
         "pool",
         "reused",
         "sink",
@@ -86,7 +85,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.method = b"GET"
         self.reused = False
         self.idle_since = 0.0
-        self.paused = False
         self._interim = 0
         self._buffer = b""
         self._received = False
@@ -168,11 +166,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None:
-            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        self.paused = False
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -366,8 +362,6 @@ class UpstreamPool:
                 conn._received = False
                 conn._reusable = True
                 conn._interim = 0
-                if conn.paused:  # paused for a client that has since gone: read again
-                    conn.resume_reading()
                 transport.write(data)
                 return conn
         return None
@@ -387,6 +381,11 @@ class UpstreamPool:
         if len(self._idle) >= self.max_idle:
             conn.close()
             return
+        transport = conn.transport
+        if transport is not None and not transport.is_reading():
+            # Paused for the client it served (back-pressure, e.g. during 1xx heads): a
+            # rested connection reads, so its next user gets its answer and a close is seen.
+            transport.resume_reading()
         conn.idle_since = self.clock
         self._idle.append(conn)
 
