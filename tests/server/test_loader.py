@@ -229,6 +229,38 @@ def test_outage_at_start_gives_up_with_distinct_exit_code(
     assert caught.value.exit_code == 75
 
 
+def test_missing_store_directory_is_retried_until_the_generator_creates_it(
+    world: tuple[Publisher, BundleSource], tmp_path: Path
+) -> None:
+    publisher, source = world
+    root = tmp_path / "late" / "store"
+    reader = replace(source, store=DirectoryStore(root, read_only=True))
+    slept: list[float] = []
+
+    def generator_arrives(delay: float) -> None:
+        slept.append(delay)
+        if len(slept) == 2:  # the generator publishes its first bundle (creating the store)
+            publisher.store = FlakyStore(root)
+            publisher.publish()
+
+    served = load_at_start(
+        BundleLoader(reader, Metrics()), Retry(attempts=4, initial=0.5), sleep=generator_arrives
+    )
+    assert served.identity.seq == 1 and slept == [0.5, 1.0]
+
+
+def test_missing_store_directory_gives_up_with_exit_75_naming_it(
+    world: tuple[Publisher, BundleSource], tmp_path: Path
+) -> None:
+    _publisher, source = world
+    root = tmp_path / "never" / "store"
+    reader = replace(source, store=DirectoryStore(root, read_only=True))
+    with pytest.raises(StartupUnavailableError, match="does not exist") as caught:
+        load_at_start(BundleLoader(reader, Metrics()), Retry(attempts=2), sleep=lambda _s: None)
+    assert caught.value.exit_code == 75 and str(root) in str(caught.value)
+    assert not (tmp_path / "never").exists()
+
+
 def test_access_denied_is_not_retried(world: tuple[Publisher, BundleSource]) -> None:
     publisher, source = world
     publisher.publish()

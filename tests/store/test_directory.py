@@ -19,8 +19,10 @@ from nitrotls.store import (
     Latest,
     LeaseHeldError,
     StoreCorruptError,
+    StoreSpecError,
     StoreTooLargeError,
     StoreUnavailableError,
+    open_store,
 )
 from nitrotls.store import files as store_files
 from nitrotls.store.base import MAX_BUNDLE_BYTES
@@ -237,3 +239,80 @@ def test_store_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreUnavailableError):
         DirectoryStore(tmp_path / "file")
+
+
+# -- readers (read_only=True): never create, never write ------------------------------------
+
+
+def _reads(store: DirectoryStore) -> list[Any]:
+    return [
+        lambda: store.latest("web"),
+        lambda: store.get("web", "id-1"),
+        lambda: store.list("web"),
+        store.names,
+        lambda: store.get_challenge("tok"),
+        lambda: store.get_object("acct"),
+    ]
+
+
+def _writes(store: DirectoryStore) -> list[Any]:
+    return [
+        lambda: store.put("web", "id-9", b"x", expected_previous=None),
+        lambda: store.acquire_lease("web", "me", 10),
+        lambda: store.put_challenge("tok", "value"),
+        lambda: store.delete_challenge("tok"),
+        lambda: store.put_object("acct", b"x"),
+        lambda: store.delete_object("acct"),
+    ]
+
+
+def test_reader_of_a_missing_store_creates_nothing_and_reports_an_outage(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "b" / "store"
+    reader = open_store(f"dir:{root}", read_only=True)
+    assert isinstance(reader, DirectoryStore)
+    for read in _reads(reader):
+        with pytest.raises(StoreUnavailableError, match="does not exist") as caught:
+            read()
+        assert str(root) in str(caught.value)
+    for write in _writes(reader):
+        with pytest.raises(StoreUnavailableError, match="read-only"):
+            write()
+    assert not (tmp_path / "a").exists()
+
+
+def test_reader_sees_the_store_once_the_writer_creates_it(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    reader = DirectoryStore(root, read_only=True)
+    with pytest.raises(StoreUnavailableError):
+        reader.latest("web")
+    writer = open_store(f"dir:{root}")  # writers still create the tree
+    assert root.is_dir()
+    assert reader.latest("web") is None and reader.names() == []  # now: empty, not missing
+    writer.put("web", "id-1", b"bundle", expected_previous=None)
+    assert reader.latest("web") == Latest("id-1", b"bundle")
+    assert reader.list("web") == ["id-1"] and reader.names() == ["web"]
+    before = sorted(str(p) for p in root.rglob("*"))
+    for write in _writes(reader):
+        with pytest.raises(StoreUnavailableError, match="read-only"):
+            write()
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert reader.latest("web") == Latest("id-1", b"bundle")
+
+
+def test_reader_default_store_is_not_created(nitrotls_home: Path) -> None:
+    reader = open_store(None, read_only=True)
+    assert isinstance(reader, DirectoryStore) and reader.root == nitrotls_home / "store"
+    with pytest.raises(StoreUnavailableError, match="does not exist"):
+        reader.latest("web")
+    assert not (nitrotls_home / "store").exists()
+
+
+def test_reader_refuses_a_path_that_cannot_be_a_directory(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with pytest.raises(StoreSpecError, match="is a regular file, not a directory") as caught:
+        DirectoryStore(plain, read_only=True)
+    assert caught.value.exit_code == 2
+    with pytest.raises(StoreSpecError, match=f"{plain} is not a directory"):
+        open_store(f"dir:{plain}/deeper/store", read_only=True)
+    assert plain.read_text() == "x"

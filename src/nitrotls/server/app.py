@@ -57,12 +57,16 @@ class Backends:
 
 
 def serve_options(section: ServerSection) -> ServeOptions:
-    """The runtime options of a ``[server]`` section (addresses parsed, modes checked)."""
+    """The runtime options of a ``[server]`` section (addresses parsed, modes checked).
+
+    Everything here is decided from the configuration alone, so :func:`run` calls it before it
+    touches the store or KMS: a typo must not cost minutes of start-up retries first."""
     try:
         listen = Address.parse(section.listen)
         health = Address.parse(section.health) if section.health else None
     except NitroTLSError as error:
         raise ServerConfigError(str(error)) from None
+    _check_vsock(listen, section.listen)
     if health is not None and health.scheme not in HEALTH_SCHEMES:
         raise ServerConfigError(
             f"--health {section.health}: health is served locally, on tcp:// or unix:// only"
@@ -90,10 +94,26 @@ def serve_options(section: ServerSection) -> ServeOptions:
     )
 
 
+def _check_vsock(listen: Address, text: str) -> None:
+    """How ``vsock://`` is reached ($NITROTLS_VSOCK, or an enclave's devices) is configuration:
+    decide it now (no socket is opened), not at bind time after the bundle is loaded."""
+    if listen.scheme != "vsock":
+        return
+    from nitrotls.transport.sockets import socket_path
+
+    try:
+        socket_path(listen)
+    except NitroTLSError as error:
+        raise ServerConfigError(f"--listen {text}: {error}") from None
+
+
 def bundle_source(
     section: ServerSection, backends: Backends, enclave: AttestationSource, alpn: tuple[str, ...]
 ) -> BundleSource:
-    """Store, KMS, verifier and generator policy for bundle mode."""
+    """Store, KMS, verifier and generator policy for bundle mode.
+
+    The store is opened read-only (a serving enclave never creates or writes it) and first, so a
+    store path that cannot work is a configuration error before anything else is read."""
     from nitrotls.attestation import Policy, load_pcrs_file
     from nitrotls.kms.client import KMSClient
     from nitrotls.nsm import trusted_verifier
@@ -106,6 +126,7 @@ def bundle_source(
             "bundle mode needs at least one accepted generator image (--generator-pcrs FILE): "
             "without it any enclave could have made the bundle"
         )
+    store = open_store(backends.store_spec, read_only=True)
     policy = Policy(accepted_pcrs=tuple(load_pcrs_file(p) for p in section.generator_pcrs))
     roots = tuple(_read_certificate(p) for p in section.ca_roots) or None
     try:
@@ -113,7 +134,7 @@ def bundle_source(
     except ValueError as error:  # botocore: "Invalid endpoint: ..."
         raise ServerConfigError(f"--kms-endpoint {backends.kms_endpoint}: {error}") from None
     return BundleSource(
-        store=open_store(backends.store_spec),
+        store=store,
         name=section.bundle,
         verifier=trusted_verifier(section.trust_dev_root),
         generator_policy=policy,

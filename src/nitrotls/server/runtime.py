@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["http", "tcp", "asgi"]
 ATTEST_ALPN = "nitrotls-attest/1"
+_MODE_NAMES: dict[Mode, str] = {
+    "http": "reverse-proxy mode (--upstream http://HOST:PORT)",
+    "tcp": "raw TCP mode (--upstream tcp://HOST:PORT)",
+    "asgi": "ASGI mode (--app MODULE:ATTR)",
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,13 @@ class ServeOptions:
     def __post_init__(self) -> None:
         if (self.upstream is None) == (self.app is None):
             raise ServerConfigError("give exactly one of --upstream URL and --app MODULE:ATTR")
+        if self.raw_alpn and self.mode != "tcp":
+            raise ServerConfigError(
+                f"raw_alpn (--alpn {' '.join(self.raw_alpn)}) applies only to raw TCP mode "
+                "(--upstream tcp://HOST:PORT), where the upstream speaks the negotiated "
+                f"protocol; {_MODE_NAMES[self.mode]} speaks http/1.1 only: remove raw_alpn / "
+                "--alpn, or use a tcp:// upstream"
+            )
 
     @property
     def mode(self) -> Mode:

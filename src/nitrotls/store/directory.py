@@ -10,11 +10,17 @@ Layout under the root (names are validated, so no path ever leaves it)::
     objects/<key>                 small opaque objects (the sealed ACME account)
 
 Files starting with ``.`` are temporaries or locks, never valid names.
+
+Writers (the generator, ``bundle publish``) create the tree on first use. A reader opened with
+``read_only=True`` (``nitrotls serve``) creates nothing and writes nothing: a store path that can
+never be a directory is a :class:`StoreSpecError` at once, and a directory that does not exist
+(yet) makes every read a :class:`StoreUnavailableError` naming it, never "no bundle".
 """
 
 from __future__ import annotations
 
 import builtins
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +53,7 @@ from nitrotls.store.errors import (
     LeaseLostError,
     StoreConflictError,
     StoreCorruptError,
+    StoreSpecError,
     StoreTooLargeError,
     StoreUnavailableError,
 )
@@ -58,10 +65,23 @@ class DirectoryStore(BundleStore):
     """A :class:`BundleStore` in a directory: atomic renames, fcntl locks, fsync everywhere."""
 
     def __init__(
-        self, path: Path | str | None = None, *, clock: Callable[[], float] = time.time
+        self,
+        path: Path | str | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
     ) -> None:
-        self.root = Path(path).expanduser() if path is not None else home.sub_dir("store")
         self._clock = clock
+        self.read_only = read_only
+        if read_only:
+            self.root = (
+                Path(path).expanduser()
+                if path is not None
+                else home.data_dir(create=False) / "store"
+            )
+            check_reader_root(self.root)
+            return
+        self.root = Path(path).expanduser() if path is not None else home.sub_dir("store")
         try:
             self.root.mkdir(parents=True, exist_ok=True, mode=0o755)
         except OSError as error:
@@ -77,12 +97,33 @@ class DirectoryStore(BundleStore):
     # -- helpers -----------------------------------------------------------------------------
 
     def _dir(self, *parts: str) -> Path:
+        self._writable()
         path = self.root.joinpath(*parts)
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o755)
         except OSError as error:
             raise StoreUnavailableError(f"cannot create {path}: {error}") from error
         return path
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreUnavailableError(
+                f"the store {self.root} was opened read-only (by a reader such as "
+                "`nitrotls serve`): it never writes; publish with the generator"
+            )
+
+    def _require_root(self) -> None:
+        """A reader's store must exist: its absence is an outage, not an empty store."""
+        if not self.read_only:
+            return
+        with self._io("checking the store directory"):
+            if self.root.is_dir():
+                return
+        raise StoreUnavailableError(
+            f"store directory {self.root} does not exist: nothing has been published there "
+            "yet, or the path (--store / [store] spec) is wrong. Readers never create it; "
+            "the generator does when it first publishes"
+        )
 
     @contextmanager
     def _io(self, what: str) -> Iterator[None]:
@@ -99,9 +140,12 @@ class DirectoryStore(BundleStore):
     def _read(self, path: Path, limit: int, what: str) -> bytes | None:
         try:
             with self._io(f"reading {what}"):
-                return files.read_bounded(path, limit)
+                data = files.read_bounded(path, limit)
         except ValueError as error:
             raise StoreTooLargeError(f"{what} at {path} is larger than {limit} bytes") from error
+        if data is None:
+            self._require_root()
+        return data
 
     def _pointer(self, name: str) -> str | None:
         raw = self._read(
@@ -171,7 +215,9 @@ class DirectoryStore(BundleStore):
             try:
                 entries = [entry.name for entry in path.iterdir()]
             except FileNotFoundError:
-                return []
+                entries = []
+        if not entries:
+            self._require_root()
         return sorted(entry for entry in entries if not entry.startswith("."))
 
     # -- leases ------------------------------------------------------------------------------
@@ -248,6 +294,7 @@ class DirectoryStore(BundleStore):
 
     def delete_challenge(self, token: str) -> None:
         check_token(token)
+        self._writable()
         with self._io(f"deleting challenge {token!r}"):
             (self.root / "challenges" / token).unlink(missing_ok=True)
 
@@ -263,5 +310,45 @@ class DirectoryStore(BundleStore):
 
     def delete_object(self, key: str) -> None:
         check_name(key, "object key")
+        self._writable()
         with self._io(f"deleting object {key!r}"):
             (self.root / "objects" / key).unlink(missing_ok=True)
+
+
+def check_reader_root(root: Path) -> None:
+    """Refuse, as a configuration error, a reader's store path that can never be a directory
+    (a file, or a path through one). A path that does not exist yet is left to the reads: the
+    store is unavailable until the generator creates it, which start-up retries wait for."""
+    try:
+        mode = root.stat().st_mode
+    except NotADirectoryError:
+        blocker = next((p for p in reversed(root.parents) if _is_non_dir(p)), None)
+        where = f"{blocker} is not a directory" if blocker else "a parent is not a directory"
+        raise StoreSpecError(
+            f"store path {root} cannot be a directory: {where}. "
+            "Give dir:PATH of the directory the generator publishes to"
+        ) from None
+    except OSError:  # missing, or not ours to look at: the reads say so (and are retried)
+        return
+    if not stat.S_ISDIR(mode):
+        raise StoreSpecError(
+            f"store path {root} is {_describe_mode(mode)}, not a directory. "
+            "Give dir:PATH of the directory the generator publishes to"
+        )
+
+
+def _is_non_dir(path: Path) -> bool:
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _describe_mode(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    return "a device or other special file"

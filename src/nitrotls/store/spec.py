@@ -2,7 +2,9 @@
 
 ``dir:PATH`` or a bare path → :class:`DirectoryStore`; ``s3://bucket/prefix`` with optional
 ``?endpoint_url=...&region=...`` → :class:`S3Store` (credentials from the usual boto3 chain);
-nothing → the default directory under the data directory.
+nothing → the default directory under the data directory. Readers pass ``read_only=True`` so
+that a directory store is never created by them (see :class:`DirectoryStore`); S3 stores never
+create their bucket either way.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from nitrotls.store.errors import StoreSpecError
 _S3_OPTIONS = {"endpoint_url", "region"}
 
 
-def open_store(spec: str | None) -> BundleStore:
+def open_store(spec: str | None, *, read_only: bool = False) -> BundleStore:
     """Open the store a spec string names (see module docstring)."""
     if spec is None or not spec.strip():
-        return DirectoryStore()
+        return DirectoryStore(read_only=read_only)
     spec = spec.strip()
     if spec.startswith("s3://"):
         return _open_s3(spec)
@@ -31,7 +33,7 @@ def open_store(spec: str | None) -> BundleStore:
         raise StoreSpecError(
             f"unknown store spec {spec!r}: expected dir:PATH, a path, or s3://bucket/prefix"
         )
-    return DirectoryStore(spec)
+    return DirectoryStore(spec, read_only=read_only)
 
 
 def _open_s3(spec: str) -> BundleStore:
