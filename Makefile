@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 # System tools the test suite drives (Debian package names).
 TEST_DEBS := pebble curl openssl
 BENCH_DEBS := nginx nghttp2-client wrk certbot
+# What installing needs to compile the server's hot path (setup.py; without it: interpreted).
+BUILD_DEBS := gcc
 
 .PHONY: demo test lint typecheck pytest test-deps bench bench-deps compat clean
 
@@ -15,7 +17,10 @@ venv_install = (test -x $(1)/bin/python || $(2) -m venv $(1)) \
 	&& $(1)/bin/python -m pip install -q --upgrade pip \
 	&& $(1)/bin/python -m pip install -q -e '.[test]'
 
-$(STAMP): pyproject.toml
+# The install compiles the server's hot path (setup.py, mypyc): redo it when a server module
+# changes (an out-of-date build is never imported, but it runs interpreted: slower).
+$(STAMP): pyproject.toml setup.py $(wildcard src/nitrotls/server/*.py)
+	@bash scripts/install-debs.sh $(BUILD_DEBS)
 	$(call venv_install,$(VENV),$(PYTHON))
 	touch $(STAMP)
 
@@ -28,13 +33,16 @@ test-deps:
 	@bash scripts/install-debs.sh $(TEST_DEBS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench setup.py
+	$(BIN)/ruff format --check src tests bench setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
+# The suite runs the compiled hot path (what ships); the server's own tests run once more on
+# the interpreted sources, which serve wherever the build could not compile.
 pytest: $(STAMP)
+	NITROTLS_PURE_PYTHON=1 $(BIN)/pytest -q -p no:cacheprovider tests/server
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-deps:
@@ -58,3 +66,4 @@ compat:
 
 clean:
 	rm -rf $(VENV) .venv-python3.* .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	find src -name '*.so' -delete; rm -f src/nitrotls/server/native-build.json

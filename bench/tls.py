@@ -45,6 +45,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import nitrotls.server as server
+from nitrotls.server import native
+
 SERVER_CORE = "0"
 CLIENT_CORE = "1"
 BODY = "hello from the upstream\n"
@@ -259,6 +262,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=4, help="wrk duration per run")
     parser.add_argument("--connections", type=int, default=4000, help="h2load connections")
+    parser.add_argument(
+        "--interpreted", action="store_true",
+        help="also run nitrotls on its interpreted sources (NITROTLS_PURE_PYTHON=1)",
+    )  # fmt: skip
     args = parser.parse_args()
     require("nginx", "h2load", "wrk", "taskset")
     with tempfile.TemporaryDirectory(prefix="nitrotls-bench-") as tmp, ExitStack() as stack:
@@ -267,7 +274,7 @@ def main() -> None:
         image = directory / "image"
         image.mkdir()
         (image / "app.py").write_text("bench\n")
-        up_port, nginx_port, nitro_port = free_port(), free_port(), free_port()
+        up_port, nginx_port = free_port(), free_port()
         upstream_conf = nginx_conf(directory, "upstream", upstream_body(up_port))
         stack.enter_context(
             started(["taskset", "-c", CLIENT_CORE, "nginx", "-c", str(upstream_conf)], up_port,
@@ -278,23 +285,42 @@ def main() -> None:
             started(["taskset", "-c", SERVER_CORE, "nginx", "-c", str(proxy_conf)], nginx_port,
                     directory / "nginx.log")
         )  # fmt: skip
-        env = {**os.environ, "NITROTLS_HOME": str(directory / "home")}
-        nitro_argv = [
-            "taskset", "-c", SERVER_CORE, sys.executable, "-c",
-            "from nitrotls.cli import main; main()", "--enclave", f"simulated:{image}",
-            "serve", "--listen", f"tcp://127.0.0.1:{nitro_port}",
-            "--upstream", f"http://127.0.0.1:{up_port}",
-            "--insecure-bundled-cert", str(cert), "--key", str(key), "--log-level", "warning",
-        ]  # fmt: skip
-        with (directory / "nitrotls.log").open("wb") as out:
-            nitro = subprocess.Popen(nitro_argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        stack.callback(_stop, nitro)
-        wait_port(nitro_port, nitro)
-        targets = [
-            Target("nginx", nginx_port, worker_pids(nginx, nginx=True)),
-            Target("nitrotls", nitro_port, worker_pids(nitro, nginx=False)),
-        ]
+        targets = [Target("nginx", nginx_port, worker_pids(nginx, nginx=True))]
+        engines = [("nitrotls", False)] + ([("nitrotls-py", True)] if args.interpreted else [])
+        for name, pure in engines:
+            port = free_port()
+            nitro = start_nitrotls(directory, name, image, port, up_port, cert, key, pure)
+            stack.callback(_stop, nitro)
+            wait_port(port, nitro)
+            targets.append(Target(name, port, worker_pids(nitro, nginx=False)))
+        print(f"nitrotls: {server.ENGINE.reason}", file=sys.stderr)
         run(targets, args, directory)
+
+
+def start_nitrotls(
+    directory: Path,
+    name: str,
+    image: Path,
+    port: int,
+    up_port: int,
+    cert: Path,
+    key: Path,
+    pure: bool,
+) -> subprocess.Popen[bytes]:
+    """``nitrotls serve --upstream`` on the server core; ``pure``: on its interpreted sources."""
+    env = {**os.environ, "NITROTLS_HOME": str(directory / f"home-{name}")}
+    env.pop(native.PURE_ENV, None)
+    if pure:
+        env[native.PURE_ENV] = "1"
+    argv = [
+        "taskset", "-c", SERVER_CORE, sys.executable, "-c",
+        "from nitrotls.cli import main; main()", "--enclave", f"simulated:{image}",
+        "serve", "--listen", f"tcp://127.0.0.1:{port}",
+        "--upstream", f"http://127.0.0.1:{up_port}",
+        "--insecure-bundled-cert", str(cert), "--key", str(key), "--log-level", "warning",
+    ]  # fmt: skip
+    with (directory / f"{name}.log").open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -349,31 +375,29 @@ def run(targets: list[Target], args: argparse.Namespace, directory: Path) -> Non
                 ):
                     results.setdefault((tls, metric, target.name), []).append(value)
         print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
-    report(results, args.rounds)
+    for target in targets[1:]:
+        report(results, args.rounds, target.name)
 
 
-def report(results: Results, rounds: int) -> None:
+def report(results: Results, rounds: int, name: str) -> None:
     """Medians, their ratio, and the median of the per-round ratios ("paired"): both servers
     run in every round, back to back, so a paired ratio cancels load that drifts between
     rounds (other work on the machine) better than a ratio of medians does. The lowest and
     highest per-round ratio show how far one round can stray: a goal met by the median alone
     has no margin."""
-    print(f"\nnitrotls serve --upstream vs nginx (TLS reverse proxy), medians of {rounds} rounds")
-    print(
-        f"{'TLS':<5}{'metric':<32}{'nginx':>10}{'nitrotls':>10}{'ratio':>8}{'paired':>8}"
-        f"{'rounds':>12}"
-    )
+    print(f"\n{name} serve --upstream vs nginx (TLS reverse proxy), medians of {rounds} rounds")
+    print(f"{'TLS':<5}{'metric':<32}{'nginx':>10}{name:>12}{'ratio':>8}{'paired':>8}{'rounds':>12}")
     metrics = sorted(
         {(tls, metric) for tls, metric, _ in results}, key=lambda m: (-float(m[0]), m[1])
     )
     for tls, metric in metrics:
         nginx = results[(tls, metric, "nginx")]
-        nitro = results[(tls, metric, "nitrotls")]
+        nitro = results[(tls, metric, name)]
         ratios = [a / b for a, b in zip(nitro, nginx, strict=True)]
         paired = statistics.median(ratios)
         n, m = statistics.median(nginx), statistics.median(nitro)
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
-        print(f"{tls:<5}{metric:<32}{n:>10.0f}{m:>10.0f}{m / n:>8.2f}{paired:>8.2f}{spread:>12}")
+        print(f"{tls:<5}{metric:<32}{n:>10.0f}{m:>12.0f}{m / n:>8.2f}{paired:>8.2f}{spread:>12}")
     print("\ngoals: new conns / server CPU s >= 0.90 x nginx; keep-alive req / s >= 0.80 x nginx")
 
 

@@ -191,7 +191,9 @@ def _outcome(parse: object, *args: bytes) -> object:
     except ProtocolError as error:
         return ("refused", error.status)
     assert isinstance(result, (RequestHead, ResponseHead))
-    return tuple(getattr(result, name) for name in type(result).__slots__)
+    # Every data attribute (``dir``: compiled classes have no ``__slots__`` to list them).
+    names = [n for n in dir(result) if not n.startswith("_")]
+    return tuple((n, getattr(result, n)) for n in names if not callable(getattr(result, n)))
 
 
 _NEVER = re.compile(rb"(?!)")

@@ -466,7 +466,10 @@ class ChunkedDecoder:
 
     __slots__ = ("_buffer", "_remaining", "_state", "_trailer_size", "done")
 
-    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+    _SIZE = 0  # one name per line: class-body unpacking does not compile (mypyc)
+    _DATA = 1
+    _DATA_END = 2
+    _TRAILER = 3
 
     def __init__(self) -> None:
         self._state = self._SIZE

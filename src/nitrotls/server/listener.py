@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from nitrotls.server.accepted import Accepted
 from nitrotls.server.errors import ListenError
 from nitrotls.server.identity import ContextHolder, Served
 from nitrotls.server.metrics import Metrics
@@ -433,14 +434,6 @@ class ListeningSocket:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
             self._file_id = None
-
-
-class Accepted(_socket.socket):
-    """An accepted connection: the C socket object, plus the weak references ``_ssl`` takes,
-    without ``socket.socket``'s Python layer (whose ``family`` and ``type`` build an enum member
-    on every read). ``family`` and ``type`` are plain ints here."""
-
-    __slots__ = ("__weakref__",)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

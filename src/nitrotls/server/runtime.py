@@ -13,6 +13,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from nitrotls.nsm.source import AttestationSource
+from nitrotls.server import ENGINE
 from nitrotls.server.attest import AttestationResponder
 from nitrotls.server.errors import ServerConfigError
 from nitrotls.server.health import HealthServer
@@ -168,7 +169,9 @@ class TLSServer:
             self.health = HealthServer(self.options.health, self.holder, self.metrics)
             self.health_address = await self.health.start()
         self.metrics.serving = True
-        log.info("serving TLS on %s (%s mode)", self.address, mode)
+        log.info("serving TLS on %s (%s mode, %s)", self.address, mode, ENGINE.describe())
+        if ENGINE.degraded:
+            log.warning("the compiled build is not used (%s); serving interpreted", ENGINE.reason)
         return self.address
 
     def _factory(self, mode: Mode) -> ConnectionFactory:
