@@ -53,9 +53,15 @@ class Section:
         values: dict[str, Any] = {}
         for raw_key, raw_value in table.items():
             key = raw_key.replace("-", "_")
-            if key not in known or key in values:
+            if key not in known:
                 allowed = ", ".join(sorted(known))
                 raise ConfigError(f"[{cls.name}] has unknown key {raw_key!r} (known: {allowed})")
+            if key in values:  # TOML sees two keys where the section has one field
+                first = next(k for k in table if k != raw_key and k.replace("-", "_") == key)
+                raise ConfigError(
+                    f"[{cls.name}] gives {key} twice, as {first!r} and {raw_key!r} (dash and "
+                    "underscore spellings of one key): keep one"
+                )
             values[key] = _coerce(f"[{cls.name}] {raw_key}", raw_value, hints[key], base)
         section = cls(**values)
         section.validate()

@@ -6,12 +6,10 @@ and how. Command-line options override each field (``nitrotls.config.override``)
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
 from nitrotls.config import ConfigError, Section
 
@@ -49,11 +47,6 @@ class ServerSection(Section):
     raw_alpn: tuple[str, ...] = ()  # extra ALPN values offered in tcp:// mode (e.g. h2)
     one_shot: bool = False
 
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any], *, base: Path | None = None) -> Self:
-        check_spellings(cls.name, table, {item.name for item in dataclasses.fields(cls)})
-        return super().from_table(table, base=base)
-
     def validate(self) -> None:
         if self.upstream is not None and self.app is not None:
             raise ConfigError("[server] give upstream or app, not both")
@@ -86,17 +79,3 @@ class ServerSection(Section):
                 raise ConfigError(
                     f"[server] raw_alpn values must be 1-255 bytes, found {protocol!r}"
                 )
-
-
-def check_spellings(section: str, table: Mapping[str, Any], known: set[str]) -> None:
-    """Refuse one key given twice (``header-timeout`` and ``header_timeout``): TOML sees two
-    keys, the section one field, and neither value may silently win (nor be called unknown)."""
-    seen: dict[str, str] = {}
-    for raw_key in table:
-        key = raw_key.replace("-", "_")
-        if key in seen and key in known:
-            raise ConfigError(
-                f"[{section}] gives {key} twice, as {seen[key]!r} and {raw_key!r} (dash and "
-                "underscore spellings of one key): keep one"
-            )
-        seen[key] = raw_key
