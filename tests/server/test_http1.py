@@ -223,3 +223,19 @@ def test_response_fast_path_agrees_with_the_general_path(head: bytes, method: by
 def test_fast_paths_are_taken_for_common_heads() -> None:
     assert http1._FAST_REQUEST.fullmatch(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close")
     assert http1._FAST_RESPONSE.fullmatch(NGINX_RESPONSE)
+
+
+@pytest.mark.parametrize(
+    ("upgrade", "kept"),
+    [
+        (b"h2c", None),
+        (b"H2C", None),
+        (b"websocket, h2c", b"websocket"),
+        (b"websocket", b"websocket"),
+    ],
+)
+def test_h2c_is_dropped_from_upgrade(upgrade: bytes, kept: bytes | None) -> None:
+    """Over TLS a server ignores h2c (RFC 9113 §3.1); forwarding it would let the client turn
+    the upstream connection into cleartext HTTP/2 behind the proxy (h2c smuggling)."""
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: " + upgrade
+    assert parse_request(head).upgrade == kept

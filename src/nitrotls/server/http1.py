@@ -286,11 +286,21 @@ def parse_request(head: bytes) -> RequestHead:
             request.fields = _drop_connection_named(request.fields, tokens)
     if request.upgrade is not None and (minor == 0 or tokens is None or b"upgrade" not in tokens):
         request.upgrade = None
+    if request.upgrade is not None:
+        request.upgrade = _without_h2c(request.upgrade)
     if lengths is not None or encodings is not None:
         request.framing, request.length = _framing(
             lengths or [], encodings or [], minor, request=True
         )
     return request
+
+
+def _without_h2c(upgrade: bytes) -> bytes | None:
+    """The Upgrade protocols minus ``h2c``: over TLS a server ignores it (RFC 9113 §3.1), and
+    forwarding it would let a client switch the upstream connection to cleartext HTTP/2 behind
+    the proxy's back (h2c smuggling)."""
+    kept = [p for p in (x.strip(_OWS) for x in upgrade.split(b",")) if p and p.lower() != b"h2c"]
+    return b", ".join(kept) if kept else None
 
 
 def _few_fields(head: bytes) -> bool:

@@ -200,6 +200,7 @@ class ProxyConnection(asyncio.Protocol):
         elif req == _TUNNEL:
             if self._upstream is not None:
                 self._upstream.write(data)
+                self.deadline = monotonic() + self.engine.idle_timeout
         else:  # _DONE: a pipelined request waits for the current response
             self._buf += data
             if len(self._buf) > MAX_HEAD:
@@ -215,7 +216,10 @@ class ProxyConnection(asyncio.Protocol):
             self._close()
             return
         self.engine.metrics.timeouts += 1
-        if self._resp in (_R_NONE, _R_WAIT):
+        if self._req == _TUNNEL:  # silent both ways for idle_timeout: end it cleanly
+            self._drop_upstream()
+            self._close()
+        elif self._resp in (_R_NONE, _R_WAIT):
             status = 504 if self._req == _DONE else 408
             if status == 504:
                 self.engine.metrics.upstream_errors += 1
@@ -503,7 +507,7 @@ class ProxyConnection(asyncio.Protocol):
         self.transport.write(head + b"\r\n\r\n" + rest)
         self._req = _TUNNEL
         self._resp = _R_STREAM
-        self.deadline = INF
+        self.deadline = monotonic() + self.engine.idle_timeout  # pushed on by either side's bytes
         if self._buf and self._upstream is not None:
             self._upstream.write(self._buf)
         self._buf = b""
@@ -511,6 +515,16 @@ class ProxyConnection(asyncio.Protocol):
     def on_tunnel_data(self, data: bytes) -> None:
         if self.transport is not None and not self._closed:
             self.transport.write(data)
+            self.deadline = monotonic() + self.engine.idle_timeout
+
+    def on_tunnel_closed(self, clean: bool) -> None:
+        """Upstream closed the tunnel: a clean close flushes what it sent and ends the TLS
+        connection with close_notify; a broken one resets the client too."""
+        self._upstream = None
+        if clean:
+            self._close()
+        else:
+            self._abort()
 
     def on_upstream_failed(self, received_any: bool) -> None:
         self._upstream = None

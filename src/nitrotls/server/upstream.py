@@ -39,6 +39,8 @@ class ResponseSink(Protocol):
 
     def on_tunnel_data(self, data: bytes) -> None: ...
 
+    def on_tunnel_closed(self, clean: bool) -> None: ...
+
     def on_upstream_failed(self, received_any: bool) -> None: ...
 
     def request_sent(self) -> bool:
@@ -106,8 +108,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if state == _BODY and self._until_close:
             sink.on_response_body(b"", True)
-        elif state == _TUNNEL:
-            sink.on_upstream_failed(True)
+        elif state == _TUNNEL:  # upstream ended the tunnel: an error only if it broke it
+            sink.on_tunnel_closed(exc is None)
         elif state in (_HEAD, _BODY):
             sink.on_upstream_failed(self._received)
 
