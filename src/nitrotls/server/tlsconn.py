@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import contextlib
 import logging
 import select
 import socket
 import ssl
+import struct
 from collections.abc import Callable
 from ctypes import c_void_p
 from time import monotonic
@@ -61,6 +63,8 @@ _TCP = (socket.AF_INET, socket.AF_INET6)
 _IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
 _TCP_CORK = getattr(socket, "TCP_CORK", 3)  # Linux
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_SOL_SOCKET, _SO_LINGER = socket.SOL_SOCKET, socket.SO_LINGER
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends RST
 _close_socket = _socket.socket.close  # what socket.socket.close ends in (we never makefile())
 
 # States.
@@ -559,6 +563,7 @@ class TLSTransport(asyncio.Transport):
         elif state == _OPEN:
             if self._closing:  # the peer stopped reading: drop the buffer, the protocol hears
                 pending = len(self._wbuf)
+                self._reset_on_close()
                 self._close_now(
                     TimeoutError(
                         f"peer read nothing for {CLOSE_TIMEOUT:g} s while the connection closed;"
@@ -567,6 +572,14 @@ class TLSTransport(asyncio.Transport):
                 )
         elif state == _LINGER:
             self._teardown()
+
+    def _reset_on_close(self) -> None:
+        """Make the close a reset (SO_LINGER 0): what the kernel still holds for a peer that
+        reads nothing is freed at once, instead of an orphan socket retransmitting it for
+        minutes in FIN-WAIT-1."""
+        if self._tcp:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER_RESET)
 
     def _fail(self, error: BaseException) -> None:
         log.debug("TLS connection failed: %s", error)
