@@ -11,12 +11,12 @@ the proxy (chunk extensions and trailers dropped), so upstream never sees the cl
 from __future__ import annotations
 
 import re
-from typing import NoReturn
+from typing import Final, NoReturn
 
 from nitrotls.server.errors import ServerError
 
-MAX_HEAD = 16 * 1024
-MAX_HEADERS = 100
+MAX_HEAD: Final = 16 * 1024
+MAX_HEADERS: Final = 100
 MAX_CHUNK_LINE = 1024
 MAX_TRAILER = 8 * 1024
 
@@ -33,7 +33,7 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])")
 _HEADER = re.compile(rb"(" + _TOKEN + rb"):(" + _VALUE + rb")")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;" + _VALUE + rb")?")
-_OWS = b" \t"
+_OWS: Final = b" \t"
 _MIN_FIELD = len(b"\r\nX:")  # a field block longer than this many bytes per field may hold more
 _SHORT = _MIN_FIELD * MAX_HEADERS  # heads up to this long cannot hold too many fields
 
@@ -45,7 +45,10 @@ def _special(names: tuple[bytes, ...]) -> re.Pattern[bytes]:
 
 
 # Framing of a body.
-NONE, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
+NONE: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3
 
 _HOP_BY_HOP = (
     b"content-length",

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from nitrotls.server.attest import (
     ATTESTATION_PATH,
@@ -46,18 +46,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INF = float("inf")
-_MAX_PENDING = 256 * 1024
+INF: Final = float("inf")
+_MAX_PENDING: Final = 256 * 1024
 
 # Request side states.
-_IDLE, _HEAD, _BODY, _DONE, _TUNNEL = range(5)
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_DONE: Final = 3
+_TUNNEL: Final = 4
 # Response side states.
-_R_NONE, _R_WAIT, _R_STREAM, _R_LOCAL = range(4)
+_R_NONE: Final = 0
+_R_WAIT: Final = 1
+_R_STREAM: Final = 2
+_R_LOCAL: Final = 3
 # Reasons to stop reading from the client (a bit set).
-_P_UPSTREAM, _P_PIPELINE, _P_PENDING = 1, 2, 4
+_P_UPSTREAM: Final = 1
+_P_PIPELINE: Final = 2
+_P_PENDING: Final = 4
 # Only these may be sent again when a rested upstream dies unanswered (RFC 9110 §9.2.2).
-_IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_KEEP_ALIVE_LINE = b"Connection: keep-alive\r\n"
+_IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_KEEP_ALIVE_LINE: Final = b"Connection: keep-alive\r\n"
 
 
 def _replayable(request: RequestHead) -> bool:

@@ -35,14 +35,14 @@ import struct
 from collections.abc import Callable
 from ctypes import c_void_p
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from nitrotls.server.tls import SSLAccess, ssl_access
 
 log = logging.getLogger(__name__)
 
-INF = float("inf")
-READ_SIZE = 16384  # one TLS record's plaintext at most: one read empties one record
+INF: Final = float("inf")
+READ_SIZE: Final = 16384  # one TLS record's plaintext at most: one read empties one record
 LINGER_TIMEOUT = 2.0  # how long a connection closed mid-request discards late input
 # How long a closing connection may wait for a peer that reads none of what is still buffered.
 # Its protocol has let go (the proxy keeps no deadline of its own once it closes), so without
@@ -51,24 +51,32 @@ LINGER_TIMEOUT = 2.0  # how long a connection closed mid-request discards late i
 # progress at all outlasts several TCP retransmission backoffs on a lossy link, and it is short
 # enough that idle readers cannot pile up against ``max_connections``.
 CLOSE_TIMEOUT = 10.0
-HIGH_WATER = 64 * 1024
-LOW_WATER = 16 * 1024
-_BATCH = 64  # readiness events taken from the kernel per loop callback
+HIGH_WATER: Final = 64 * 1024
+LOW_WATER: Final = 16 * 1024
+_BATCH: Final = 64  # readiness events taken from the kernel per loop callback
 
-_WantRead = ssl.SSLWantReadError
-_WantWrite = ssl.SSLWantWriteError
-_ZeroReturn = ssl.SSLZeroReturnError
-_Fatal = (ssl.SSLError, OSError)
-_TCP = (socket.AF_INET, socket.AF_INET6)
-_IPPROTO_TCP, _TCP_NODELAY = socket.IPPROTO_TCP, socket.TCP_NODELAY
-_TCP_CORK = getattr(socket, "TCP_CORK", 3)  # Linux
-_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
-_SOL_SOCKET, _SO_LINGER = socket.SOL_SOCKET, socket.SO_LINGER
-_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends RST
-_close_socket = _socket.socket.close  # what socket.socket.close ends in (we never makefile())
+_WantRead: Final = ssl.SSLWantReadError
+_WantWrite: Final = ssl.SSLWantWriteError
+_ZeroReturn: Final = ssl.SSLZeroReturnError
+_Fatal: Final = (ssl.SSLError, OSError)
+_TCP: Final = (socket.AF_INET, socket.AF_INET6)
+_IPPROTO_TCP: Final = socket.IPPROTO_TCP
+_TCP_NODELAY: Final = socket.TCP_NODELAY
+_TCP_CORK: Final[int] = getattr(socket, "TCP_CORK", 3)  # Linux
+_IN: Final = select.EPOLLIN
+_OUT: Final = select.EPOLLOUT
+_SOL_SOCKET: Final = socket.SOL_SOCKET
+_SO_LINGER: Final = socket.SO_LINGER
+_LINGER_RESET: Final = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends RST
+_close_socket: Final = (
+    _socket.socket.close
+)  # what socket.socket.close ends in (we never makefile())
 
 # States.
-_HANDSHAKE, _OPEN, _LINGER, _CLOSED = range(4)
+_HANDSHAKE: Final = 0
+_OPEN: Final = 1
+_LINGER: Final = 2
+_CLOSED: Final = 3
 
 
 class Poller:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import monotonic
-from typing import Protocol
+from typing import Final, Protocol
 
 from nitrotls.server.http1 import (
     CHUNKED,
@@ -52,10 +52,14 @@ class ResponseSink(Protocol):
     def resume_client(self) -> None: ...
 
 
-_IDLE, _HEAD, _BODY, _TUNNEL, _CLOSED = range(5)
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_TUNNEL: Final = 3
+_CLOSED: Final = 4
 
 # More 1xx heads than this before a final answer is a broken (or hostile) upstream.
-MAX_INTERIM = 32
+MAX_INTERIM: Final = 32
 
 
 class UpstreamConnection(asyncio.Protocol):
