@@ -32,7 +32,7 @@ from nitrotls.server.accepted import Accepted
 from nitrotls.server.errors import ListenError
 from nitrotls.server.identity import ContextHolder, Served
 from nitrotls.server.metrics import Metrics
-from nitrotls.server.tlsconn import Poller, TLSTransport
+from nitrotls.server.tlsconn import ConnectionProtocol, Poller, TLSTransport
 from nitrotls.transport import proxy_protocol
 from nitrotls.transport.address import Address
 from nitrotls.transport.errors import ListenError as TransportListenError
@@ -52,7 +52,7 @@ class Tracked(Protocol):
     def drain(self) -> None: ...
 
 
-ConnectionFactory = Callable[[Served, str], asyncio.Protocol]
+ConnectionFactory = Callable[[Served, str], ConnectionProtocol]
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ class TLSListener:
             self._handshake_over()
 
     # -- HandshakeOwner (called by the transports) ---------------------------------------------
-    def handshake_done(self, transport: TLSTransport) -> asyncio.Protocol | None:
+    def handshake_done(self, transport: TLSTransport) -> ConnectionProtocol | None:
         self._handshaking -= 1
         if not self._accepting:
             self._maybe_resume()

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from time import monotonic
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from nitrotls.server.attest import (
     ATTESTATION_PATH,
@@ -116,8 +116,25 @@ class ProxyEngine:
         return ProxyConnection(self, served, peer)
 
 
-class ProxyConnection(asyncio.Protocol):
-    """One client connection of the reverse proxy."""
+class ClientTransport(Protocol):
+    """What the proxy uses of its client's transport (a :class:`TLSTransport` when serving)."""
+
+    linger: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class ProxyConnection:
+    """One client connection of the reverse proxy (an ``asyncio.Protocol`` by its methods; no
+    asyncio base class, so that it compiles to a native class)."""
 
     __slots__ = (
         "_body_remaining",
@@ -146,7 +163,7 @@ class ProxyConnection(asyncio.Protocol):
         self.engine = engine
         self.served = served
         self.peer = peer
-        self.transport: asyncio.Transport | None = None
+        self.transport: ClientTransport | None = None
         self.deadline = INF
         self._buf = b""
         self._req = _IDLE
@@ -165,8 +182,8 @@ class ProxyConnection(asyncio.Protocol):
         self._forwarded = b"X-Forwarded-For: " + peer.encode("ascii", "replace") + engine.proto_line
 
     # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, transport: ClientTransport) -> None:
+        self.transport = transport
         self.deadline = monotonic() + self.engine.idle_timeout
         if self.engine.registry is not None:
             self.engine.registry.opened(self)

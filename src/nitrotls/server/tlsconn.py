@@ -137,19 +137,40 @@ class Poller:
             self._epoll.close()
 
 
+class ConnectionProtocol(Protocol):
+    """What a :class:`TLSTransport` drives: the ``asyncio.Protocol`` methods it calls. Structural,
+    so the compiled protocols need no asyncio base class (which would keep them Python classes,
+    with a dictionary lookup for every attribute)."""
+
+    def connection_made(self, transport: Any) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def eof_received(self) -> bool | None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
 class HandshakeOwner(Protocol):
     """Who accepted the connection: builds the protocol once the handshake is done, and hears
     of failures (deadlines are kept by :meth:`Poller.sweep`)."""
 
-    def handshake_done(self, transport: TLSTransport) -> asyncio.Protocol | None:
+    def handshake_done(self, transport: TLSTransport) -> ConnectionProtocol | None:
         """The protocol for ``transport`` (``None``: close it); ``transport.tag`` is what the
         owner gave the transport."""
 
     def handshake_failed(self, transport: TLSTransport, error: BaseException) -> None: ...
 
 
-class TLSTransport(asyncio.Transport):
-    """One server-side TLS connection over a non-blocking socket (see the module docstring)."""
+class TLSTransport:
+    """One server-side TLS connection over a non-blocking socket (see the module docstring).
+
+    It has ``asyncio.Transport``'s methods without deriving from it: a compiled (mypyc) class
+    with a Python base keeps a Python object layout, and this is the hottest object there is."""
 
     __slots__ = (
         "_closing",
@@ -186,7 +207,7 @@ class TLSTransport(asyncio.Transport):
         self._poller = poller
         self.tag = tag
         self._owner = owner
-        self._protocol: asyncio.Protocol | None = None
+        self._protocol: ConnectionProtocol | None = None
         self._state = _HANDSHAKE
         self._closing = False
         self._reading = True
@@ -497,11 +518,11 @@ class TLSTransport(asyncio.Transport):
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass  # fixed limits: the proxy streams through, it never needs larger buffers
 
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
+    def set_protocol(self, protocol: ConnectionProtocol) -> None:
+        self._protocol = protocol
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[return-value]
+    def get_protocol(self) -> ConnectionProtocol | None:
+        return self._protocol
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import monotonic
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from nitrotls.server.http1 import (
     CHUNKED,
@@ -62,8 +62,32 @@ _CLOSED: Final = 4
 MAX_INTERIM: Final = 32
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One connection to upstream; parses exactly one response per exchange."""
+class UpstreamTransport(Protocol):
+    """What is used of the event loop's transport to upstream."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def is_reading(self) -> bool: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def can_write_eof(self) -> bool: ...
+
+    def write_eof(self) -> None: ...
+
+
+class UpstreamConnection:
+    """One connection to upstream; parses exactly one response per exchange (an
+    ``asyncio.Protocol`` by its methods; no asyncio base class, so that it compiles to a native
+    class)."""
 
     __slots__ = (
         "_buffer",
@@ -85,7 +109,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
-        self.transport: asyncio.Transport | None = None
+        self.transport: UpstreamTransport | None = None
         self.sink: ResponseSink | None = None
         self.state = _IDLE
         self.method = b"GET"
@@ -101,8 +125,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._reusable = True
 
     # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def connection_made(self, transport: UpstreamTransport) -> None:
+        self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         state, self.state = self.state, _CLOSED
@@ -377,8 +401,9 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: UpstreamConnection(self), self.host, self.port
+                lambda: cast("asyncio.Protocol", UpstreamConnection(self)), self.host, self.port
             )
+        assert isinstance(conn, UpstreamConnection)
         conn.reused = False
         self._all.add(conn)
         return conn
