@@ -104,6 +104,7 @@ def test_enclave_option_refuses_a_bad_spec(deployment: Deployment) -> None:
 
 
 def test_bundle_verify_of_a_missing_name_fails_cleanly(deployment: Deployment) -> None:
+    deployment.store().close()  # the store exists (a writer made it), the name does not
     pcrs = str(deployment.pcr_file("generator"))
     result = deployment.cli(
         "bundle", "verify", "--store", f"dir:{deployment.store_dir}", "--name", "nothing",
@@ -119,3 +120,19 @@ def test_inspect_reports_a_garbled_bundle(deployment: Deployment) -> None:
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert row["name"] == "junk" and "version" in row["problem"]
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_bundle_readers_never_create_the_store(
+    deployment: Deployment, tmp_path: Path, command: str
+) -> None:
+    """`bundle inspect|verify` only read: a mistyped store path is reported, not created."""
+    missing = tmp_path / "no" / "store"
+    extra = ["--name", "x", "--generator-pcrs", str(deployment.pcr_file("generator"))]
+    result = deployment.cli(
+        "bundle", command, "--store", f"dir:{missing}", *(extra if command == "verify" else [])
+    )
+    said = " ".join(result.stderr.split())  # rich wraps the line
+    assert result.returncode != 0 and f"{missing} does not exist" in said, said
+    assert "Traceback" not in said
+    assert not (tmp_path / "no").exists()

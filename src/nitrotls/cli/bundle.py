@@ -28,7 +28,7 @@ def inspect(store_spec: str | None, name: str | None, as_json: bool) -> None:
     from nitrotls.bundle import BundleError, summarize
     from nitrotls.store import open_store
 
-    with open_store(store_spec) as store:
+    with open_store(store_spec, read_only=True) as store:
         names = [name] if name else store.names()
         rows: list[dict[str, object]] = []
         for each in names:
@@ -117,7 +117,7 @@ def verify_command(
 
     policy = Policy(accepted_pcrs=tuple(load_pcrs_file(path) for path in pcr_files))
     roots = [_load_certificate(path) for path in ca_certs] or None
-    with open_store(store_spec) as store:
+    with open_store(store_spec, read_only=True) as store:
         latest = store.latest(name)
     if latest is None:
         raise BundleFormatError(f"no bundle named {name!r} in the store")
