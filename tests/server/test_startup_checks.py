@@ -225,3 +225,43 @@ def test_key_in_both_spellings_from_serve_exits_2(
     error = serve(image, pcrs, "--upstream", "http://127.0.0.1:9", "--config", str(toml))
     assert isinstance(error, ConfigError) and exit_code(error) == 2, repr(error)
     assert "twice" in str(error)
+
+
+# -- 6. a KMS that accepts and never answers --------------------------------------------------
+
+
+def test_serve_gives_a_silent_kms_a_bounded_number_of_short_tries(
+    image: Path, pcrs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client serve builds gives up after SERVE_KMS_ATTEMPTS reads of at most
+    SERVE_KMS_READ_TIMEOUT each (patched small here); start-up and reloads retry around it.
+    With the client's own defaults one start attempt could take 5 x 30 s."""
+    import socket
+    import threading
+
+    from nitrotls.kms import KMSUnavailableError
+    from nitrotls.nsm import SimulatedNSM
+    from nitrotls.server import app
+    from nitrotls.server.config import ServerSection
+
+    monkeypatch.setattr(app, "SERVE_KMS_READ_TIMEOUT", 0.3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")  # signing needs some; nobody checks them
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(
+        target=lambda: [accepted.append(silent.accept()[0]) for _ in range(5)], daemon=True
+    ).start()
+    backends = app.Backends(
+        store_spec=f"dir:{tmp_path}", kms_endpoint=f"http://127.0.0.1:{silent.getsockname()[1]}"
+    )
+    section = ServerSection(bundle="n", generator_pcrs=(pcrs,))
+    source = app.bundle_source(section, backends, SimulatedNSM(image), ("http/1.1",))
+    try:
+        with pytest.raises(KMSUnavailableError):
+            source.kms.decrypt(b"blob", {"k": "v"}, SimulatedNSM(image))
+        assert len(accepted) == app.SERVE_KMS_ATTEMPTS == 2
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()

@@ -56,6 +56,14 @@ class Backends:
     kms_region: str = "us-east-1"
 
 
+# serve's KMS calls give up sooner than the client's defaults (5 attempts, 30 s reads): start-up
+# and every reload poll already retry around them, so a KMS (or vsock proxy) that accepts and
+# never answers costs at most 2 x 10 s per try — with the default 6 start attempts a few
+# minutes before exit 75, not a quarter of an hour. A Decrypt normally answers in milliseconds.
+SERVE_KMS_ATTEMPTS = 2
+SERVE_KMS_READ_TIMEOUT = 10.0
+
+
 def serve_options(section: ServerSection) -> ServeOptions:
     """The runtime options of a ``[server]`` section (addresses parsed, modes checked).
 
@@ -130,7 +138,12 @@ def bundle_source(
     policy = Policy(accepted_pcrs=tuple(load_pcrs_file(p) for p in section.generator_pcrs))
     roots = tuple(_read_certificate(p) for p in section.ca_roots) or None
     try:
-        kms = KMSClient(endpoint_url=backends.kms_endpoint, region_name=backends.kms_region)
+        kms = KMSClient(
+            endpoint_url=backends.kms_endpoint,
+            region_name=backends.kms_region,
+            max_attempts=SERVE_KMS_ATTEMPTS,
+            read_timeout=SERVE_KMS_READ_TIMEOUT,
+        )
     except ValueError as error:  # botocore: "Invalid endpoint: ..."
         raise ServerConfigError(f"--kms-endpoint {backends.kms_endpoint}: {error}") from None
     return BundleSource(
