@@ -122,6 +122,15 @@ class PKI:
         return ctx
 
 
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A simulated enclave image (its files are what the simulated NSM measures)."""
+    path = tmp_path / "img"
+    path.mkdir()
+    (path / "app.py").write_text("x\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return PKI(tmp_path_factory.mktemp("pki"))

@@ -16,14 +16,6 @@ def invoke(*args: str) -> BaseException | None:
     return result.exception
 
 
-@pytest.fixture
-def image(tmp_path: Path) -> Path:
-    path = tmp_path / "img"
-    path.mkdir()
-    (path / "app.py").write_text("x\n")
-    return path
-
-
 def test_needs_exactly_one_mode(image: Path, tmp_path: Path) -> None:
     error = invoke("--enclave", f"simulated:{image}", "serve", "--name", "n")
     assert isinstance(error, ServerConfigError) and error.exit_code == 2

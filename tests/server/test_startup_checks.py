@@ -28,14 +28,6 @@ PCRS = '{"PCR0": "' + "11" * 48 + '", "PCR1": "' + "22" * 48 + '", "PCR2": "' + 
 
 
 @pytest.fixture
-def image(tmp_path: Path) -> Path:
-    path = tmp_path / "img"
-    path.mkdir()
-    (path / "app.py").write_text("x\n")
-    return path
-
-
-@pytest.fixture
 def pcrs(tmp_path: Path) -> Path:
     path = tmp_path / "pcrs.json"
     path.write_text(PCRS)
