@@ -25,8 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final
 
-# Compiled by setup.py (which reads this tuple); each one imports only modules it can reach
-# compiled or interpreted alike. Classes deriving from C types stay out (see accepted.py).
+# Compiled by setup.py (which reads this tuple). They may import any module, compiled or not;
+# a class deriving from a C type cannot be compiled and lives elsewhere (see accepted.py).
 COMPILED: Final = (
     "nitrotls.server.http1",
     "nitrotls.server.metrics",
@@ -43,7 +43,7 @@ _HERE: Final = Path(__file__).parent
 
 @dataclass(frozen=True)
 class Engine:
-    """How the hot path runs in this process, and why (for logs and ``--json`` output)."""
+    """How the hot path runs in this process, and why (``nitrotls serve`` logs it at start)."""
 
     compiled: bool
     reason: str

@@ -242,8 +242,10 @@ class ProxyConnection:
             self._close()
             return
         self.engine.metrics.timeouts += 1
-        if self._req == _TUNNEL:  # silent both ways for idle_timeout: end it cleanly
-            self._drop_upstream()
+        if self._req == _TUNNEL:  # silent both ways for idle_timeout: end both sides cleanly
+            upstream, self._upstream = self._upstream, None
+            if upstream is not None:
+                upstream.close()
             self._close()
         elif self._resp in (_R_NONE, _R_WAIT):
             status = 504 if self._req == _DONE else 408

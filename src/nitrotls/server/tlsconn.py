@@ -68,9 +68,8 @@ _OUT: Final = select.EPOLLOUT
 _SOL_SOCKET: Final = socket.SOL_SOCKET
 _SO_LINGER: Final = socket.SO_LINGER
 _LINGER_RESET: Final = struct.pack("ii", 1, 0)  # struct linger {on, 0 s}: close() sends RST
-_close_socket: Final = (
-    _socket.socket.close
-)  # what socket.socket.close ends in (we never makefile())
+# What socket.socket.close ends in (we never makefile()).
+_close_socket: Final = _socket.socket.close
 
 # States.
 _HANDSHAKE: Final = 0
