@@ -176,3 +176,32 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "cannot listen" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_cli_never_creates_the_store(tmp_path: Path) -> None:
+    """The responder only reads: a store the generator has not made yet is an outage (503),
+    and the responder does not create it."""
+    missing = tmp_path / "later" / "store"
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLI, "acme-responder", "--store", f"dir:{missing}",
+         "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:(\d+)", process.stdout.readline())
+        assert match
+        connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=5)
+        connection.request("GET", f"/.well-known/acme-challenge/{TOKEN}")
+        assert connection.getresponse().status == 503
+        connection.close()
+        assert not (tmp_path / "later").exists()
+        os.kill(process.pid, signal.SIGTERM)
+        _, err = process.communicate(timeout=10)
+        assert process.returncode == 0 and "Traceback" not in err, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)

@@ -42,7 +42,7 @@ def acme_responder(store_spec: str | None, listen: str, verbose: bool) -> None:
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--listen") from None
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
-    store = open_store(store_spec)
+    store = open_store(store_spec, read_only=True)  # tokens are only ever read here
     try:
         server = ChallengeServer(address, store)
     except OSError as error:
