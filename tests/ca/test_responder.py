@@ -127,22 +127,30 @@ CLI = (
 )
 
 
-def test_cli_serves_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    store = DirectoryStore(tmp_path / "store")
-    store.put_challenge(TOKEN, "from-the-store")
+def _start_cli(store: Path) -> tuple[subprocess.Popen[str], int]:
+    """``acme-responder`` on an ephemeral port: the process and the port it printed."""
     process = subprocess.Popen(
-        [sys.executable, "-c", CLI, "acme-responder", "--store", f"dir:{tmp_path / 'store'}",
+        [sys.executable, "-c", CLI, "acme-responder", "--store", f"dir:{store}",
          "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        process.kill()
+        process.wait(timeout=5)
+    assert match, line
+    return process, int(match.group(1))
+
+
+def test_cli_serves_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "store")
+    store.put_challenge(TOKEN, "from-the-store")
+    process, port = _start_cli(tmp_path / "store")
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        port = int(match.group(1))
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", f"/.well-known/acme-challenge/{TOKEN}")
         response = connection.getresponse()
@@ -181,19 +189,9 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
 def test_cli_never_creates_the_store(tmp_path: Path) -> None:
     """The responder only reads: a store the generator has not made yet is an outage (503),
     and the responder does not create it."""
-    missing = tmp_path / "later" / "store"
-    process = subprocess.Popen(
-        [sys.executable, "-c", CLI, "acme-responder", "--store", f"dir:{missing}",
-         "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    process, port = _start_cli(tmp_path / "later" / "store")
     try:
-        assert process.stdout is not None
-        match = re.search(r"http://127\.0\.0\.1:(\d+)", process.stdout.readline())
-        assert match
-        connection = http.client.HTTPConnection("127.0.0.1", int(match.group(1)), timeout=5)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         connection.request("GET", f"/.well-known/acme-challenge/{TOKEN}")
         assert connection.getresponse().status == 503
         connection.close()
