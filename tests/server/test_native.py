@@ -36,7 +36,7 @@ def test_this_run_imports_what_it_asked_for() -> None:
     if not BUILT and not IN_CI:
         pytest.skip("hot path not compiled here (built with NITROTLS_PURE_PYTHON=1)")
     assert server.ENGINE.compiled, server.ENGINE.reason
-    assert all(native.loaded_compiled(m) for m in modules)
+    assert all(Path(m.__file__ or "").suffix == ".so" for m in modules)
 
 
 def _record(tmp_path: Path, **changes: str) -> Path:

@@ -109,13 +109,9 @@ class _SourcesFirst(importlib.abc.MetaPathFinder):
 
 
 def activate() -> Engine:
-    """Decide once per process, before any of :data:`COMPILED` is imported."""
+    """Decide once per process, before any of :data:`COMPILED` is imported. Whenever the build
+    is not used the sources go first (without extensions they are found that way anyway)."""
     engine = choose()
-    if not engine.compiled and any(_extension_of(m) for m in COMPILED):
+    if not engine.compiled:
         sys.meta_path.insert(0, _SourcesFirst(COMPILED))
     return engine
-
-
-def loaded_compiled(module: ModuleType) -> bool:
-    """Whether ``module`` was imported from an extension rather than from its source."""
-    return Path(module.__file__ or "").suffix not in (".py", ".pyc")
